@@ -1,0 +1,15 @@
+using System.Text.Json.Serialization;
+
+namespace PciPassthrough.Daemon.Api.Contracts;
+
+/// <summary>Source-generated JSON for the API's request and response types (snake_case).</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(DeviceDto))]
+[JsonSerializable(typeof(List<DeviceDto>))]
+[JsonSerializable(typeof(AvailableDeviceDto))]
+[JsonSerializable(typeof(List<AvailableDeviceDto>))]
+[JsonSerializable(typeof(CreateDeviceRequest))]
+[JsonSerializable(typeof(ApiProblem))]
+[JsonSerializable(typeof(HealthReport))]
+[JsonSerializable(typeof(ReadinessReport))]
+public sealed partial class ApiJsonContext : JsonSerializerContext;

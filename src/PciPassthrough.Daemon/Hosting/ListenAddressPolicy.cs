@@ -1,0 +1,47 @@
+using System.Net;
+
+namespace PciPassthrough.Daemon.Hosting;
+
+/// <summary>
+/// An API without authentication may listen only where only this host can reach it: loopback
+/// addresses and Unix sockets. Anything else refuses to start.
+/// </summary>
+public static class ListenAddressPolicy
+{
+    public static void Validate(IConfiguration configuration)
+    {
+        if (configuration.GetSection("Auth").GetChildren().Any(c => c.Value is not null || c.GetChildren().Any()))
+        {
+            return;
+        }
+
+        var urls = (configuration["urls"] ?? configuration["ASPNETCORE_URLS"] ?? "")
+            .Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Concat(configuration.GetSection("Kestrel:Endpoints").GetChildren().Select(e => e["Url"]).OfType<string>());
+        foreach (var url in urls)
+        {
+            if (!IsLocalOnly(url))
+            {
+                throw new InvalidOperationException(
+                    $"Refusing to listen on {url} without authentication: the API is open only on loopback addresses " +
+                    "and Unix sockets. Listen on 127.0.0.1 or a Unix socket, or configure Auth:TokensFile or Auth:Jwt.");
+            }
+        }
+    }
+
+    public static bool IsLocalOnly(string url)
+    {
+        if (url.StartsWith("http://unix:", StringComparison.OrdinalIgnoreCase) ||
+            url.StartsWith("https://unix:", StringComparison.OrdinalIgnoreCase))
+        {
+            return true;
+        }
+
+        // "http://+:80", "http://*:80" and "http://0.0.0.0:80" all mean every interface.
+        var host = url.Split("://", 2) is [_, var rest] ? rest : url;
+        host = host.Split('/', 2)[0];
+        host = host.StartsWith('[') ? host[1..host.IndexOf(']', StringComparison.Ordinal)] : host.Split(':')[0];
+        return host.Equals("localhost", StringComparison.OrdinalIgnoreCase) ||
+            (IPAddress.TryParse(host, out var address) && IPAddress.IsLoopback(address));
+    }
+}

@@ -1,0 +1,38 @@
+using Serilog;
+using Serilog.Formatting.Compact;
+
+namespace PciPassthrough.Daemon.Hosting;
+
+/// <summary>Serilog: readable console lines by default, compact JSON (CLEF) with <c>Log:Format=json</c>.</summary>
+public static class LoggingSetup
+{
+    public const string FormatKey = "Log:Format";
+
+    /// <summary>A console logger for the moments before configuration is read, so start-up failures are seen.</summary>
+    public static Serilog.ILogger CreateBootstrapLogger() =>
+        new LoggerConfiguration()
+            .MinimumLevel.Information()
+            .WriteTo.Console(formatProvider: System.Globalization.CultureInfo.InvariantCulture)
+            .CreateBootstrapLogger();
+
+    public static void AddLogging(this IHostApplicationBuilder builder)
+    {
+        var json = string.Equals(builder.Configuration[FormatKey], "json", StringComparison.OrdinalIgnoreCase);
+        builder.Services.AddSerilog((services, logger) =>
+        {
+            logger.ReadFrom.Configuration(builder.Configuration)
+                .ReadFrom.Services(services)
+                .Enrich.FromLogContext();
+            if (json)
+            {
+                logger.WriteTo.Console(new RenderedCompactJsonFormatter());
+            }
+            else
+            {
+                logger.WriteTo.Console(
+                    outputTemplate: "[{Timestamp:HH:mm:ss} {Level:u3}] {SourceContext}: {Message:lj}{NewLine}{Exception}",
+                    formatProvider: System.Globalization.CultureInfo.InvariantCulture);
+            }
+        });
+    }
+}

@@ -46,6 +46,9 @@ public sealed record Device
 
     /// <summary>The record's revision, the basis of the ETag.</summary>
     public required long Revision { get; init; }
+
+    /// <summary>Why the device is quarantined, when it is.</summary>
+    public string? QuarantineReason { get; init; }
 }
 
 /// <summary>Where a registered device stands, most pressing first.</summary>

@@ -1,27 +1,35 @@
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using PciPassthrough.Concurrency;
 using PciPassthrough.Devices;
 using PciPassthrough.Discovery;
 using PciPassthrough.Errors;
+using PciPassthrough.Journal;
 using PciPassthrough.Sysfs;
+using PciPassthrough.Vfio;
 
 namespace PciPassthrough.Registry;
 
 /// <summary>
 /// The device manager: registered devices (persisted by <see cref="DeviceRegistry"/>) joined with
-/// what the host shows (<see cref="IPciDiscovery"/>). Operations on one device are serialized by
-/// a per-address lock; operations on different devices run side by side.
+/// what the host shows (<see cref="IPciDiscovery"/>), and the operations that change a device's
+/// driver (<see cref="SysfsVfioBinder"/>), each journaled (<see cref="OperationJournal"/>).
+/// Operations are serialized per IOMMU group (a group is one unit for the kernel); operations on
+/// different groups run side by side, and no lock is held across the whole registry.
 /// </summary>
 public sealed partial class DeviceManager(
     DeviceRegistry registry,
     IPciDiscovery discovery,
     ISysfs sysfs,
+    SysfsVfioBinder binder,
+    OperationJournal journal,
+    IOptions<VfioOptions> vfioOptions,
     TimeProvider time,
     ILogger<DeviceManager> logger) : IDeviceManager
 {
     private readonly KeyedLock<PciAddress> _locks = new();
 
-    /// <summary>The per-device locks, shared with the operations that act on devices.</summary>
+    /// <summary>The per-function locks (held by address; group operations hold every member).</summary>
     public KeyedLock<PciAddress> Locks => _locks;
 
     public IReadOnlyList<Device> ListDevices() => registry.All().Select(ToDevice).ToList();
@@ -82,22 +90,9 @@ public sealed partial class DeviceManager(
 
     public Device GetDevice(string idOrName) => ToDevice(Find(idOrName));
 
-    public async Task DeleteDeviceAsync(string idOrName, CancellationToken cancellationToken = default)
-    {
-        var record = Find(idOrName);
-        using var held = await _locks.AcquireAsync(record.PciAddress, cancellationToken);
-        // Re-read under the lock: the record may have changed (or gone) while we waited.
-        record = registry.Find(record.Id) ?? throw DeviceErrors.NotFound();
-        if (record.Attachment is { } attachment)
-        {
-            throw new PassthroughException(ErrorCodes.InUse,
-                $"Device is attached to instance {attachment.InstanceId}; detach it first",
-                new Dictionary<string, object?> { ["attached_to"] = attachment.InstanceId });
-        }
-
-        registry.Remove(record);
-        LogDeleted(logger, record.Id, record.Name, record.PciAddress);
-    }
+    /// <summary>Unregisters a device; a device the daemon bound goes back to its original driver first.</summary>
+    public Task DeleteDeviceAsync(string idOrName, CancellationToken cancellationToken = default) =>
+        DeleteDeviceAsync(idOrName, force: false, cancellationToken);
 
     internal DeviceRecord Find(string idOrName) => registry.Find(idOrName) ?? throw DeviceErrors.NotFound();
 
@@ -106,8 +101,7 @@ public sealed partial class DeviceManager(
 
     private Device ToDevice(DeviceRecord record, AvailableDevice? live)
     {
-        var changed = live is not null &&
-            (PciId.Format(live.VendorId) != record.VendorId || PciId.Format(live.DeviceId) != record.DeviceId);
+        var changed = live is not null && !SameIdentity(record, live);
         var driver = live?.CurrentDriver;
         var bound = !changed && driver == SysfsPaths.VfioPciDriver;
         var group = live?.IommuGroup ?? record.IommuGroup;
@@ -124,6 +118,7 @@ public sealed partial class DeviceManager(
             : bound ? DeviceState.Bound
             : DeviceState.Ready;
 
+        var own = record.Binding?.Functions.FirstOrDefault(f => f.PciAddress == record.PciAddress);
         return new Device
         {
             Id = record.Id,
@@ -133,29 +128,27 @@ public sealed partial class DeviceManager(
             VendorId = record.VendorId,
             DeviceId = record.DeviceId,
             ClassCode = record.ClassCode,
-            VendorName = NameOf(live, record, l => l.VendorName),
-            DeviceName = NameOf(live, record, l => l.DeviceName),
+            // Names describe the registered device; with another device at the address, or none,
+            // there is nothing right to show.
+            VendorName = changed ? null : live?.VendorName,
+            DeviceName = changed ? null : live?.DeviceName,
             IommuGroup = group,
             BoundToVfio = bound,
             AttachedTo = record.Attachment?.InstanceId,
             CreatedAt = record.CreatedAt,
             CurrentDriver = driver,
-            OriginalDriver = record.Binding?.Functions.FirstOrDefault(f => f.PciAddress == record.PciAddress)?.OriginalDriver
-                ?? record.OriginalDriver,
+            OriginalDriver = own is not null ? own.OriginalDriver : record.OriginalDriver,
             NumaNode = live?.NumaNode,
             SysfsPath = discovery.GetDeviceSysfsPath(record.PciAddress),
             VfioGroupPath = vfioGroupPath,
             State = state,
             Revision = record.Revision,
+            QuarantineReason = record.Quarantine?.Reason,
         };
     }
 
-    // Names describe the registered device; when another device sits at the address they would
-    // describe the wrong one, and when the device is gone there is nothing to look them up from.
-    private static string? NameOf(AvailableDevice? live, DeviceRecord record, Func<AvailableDevice, string?> pick) =>
-        live is not null && PciId.Format(live.VendorId) == record.VendorId && PciId.Format(live.DeviceId) == record.DeviceId
-            ? pick(live)
-            : null;
+    private static bool SameIdentity(DeviceRecord record, AvailableDevice live) =>
+        PciId.Format(live.VendorId) == record.VendorId && PciId.Format(live.DeviceId) == record.DeviceId;
 
     [LoggerMessage(EventId = 3001, Level = LogLevel.Information,
         Message = "Registered device {DeviceId} ({DeviceName}) at {PciAddress}, driver {Driver}")]

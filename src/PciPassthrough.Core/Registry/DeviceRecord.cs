@@ -73,6 +73,12 @@ public sealed record BoundFunction
 
     /// <summary>The <c>driver_override</c> before the bind; null when unset.</summary>
     public string? OriginalDriverOverride { get; init; }
+
+    /// <summary>
+    /// The function was on vfio-pci before the daemon knew it, so its host driver is unknown:
+    /// restoring it lets the kernel's probe choose.
+    /// </summary>
+    public bool OriginalUnknown { get; init; }
 }
 
 public sealed record AttachmentRecord

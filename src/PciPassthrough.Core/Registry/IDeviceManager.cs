@@ -22,7 +22,22 @@ public interface IDeviceManager
     /// <exception cref="Errors.PassthroughException"><c>not_found</c>.</exception>
     Device GetDevice(string idOrName);
 
-    /// <summary>Unregisters a device.</summary>
-    /// <exception cref="Errors.PassthroughException"><c>not_found</c>, <c>in_use</c>, <c>storage_unavailable</c>.</exception>
+    /// <summary>Unregisters a device; one the daemon bound goes back to its original driver first.</summary>
+    /// <exception cref="Errors.PassthroughException"><c>not_found</c>, <c>in_use</c>, <c>quarantined</c>, <c>storage_unavailable</c>.</exception>
     Task DeleteDeviceAsync(string idOrName, CancellationToken cancellationToken = default);
+
+    /// <inheritdoc cref="DeleteDeviceAsync(string, CancellationToken)"/>
+    /// <param name="idOrName">Device id or name.</param>
+    /// <param name="force">Go ahead although processes hold the device.</param>
+    /// <param name="cancellationToken">Cancels the wait for the device's lock.</param>
+    Task DeleteDeviceAsync(string idOrName, bool force, CancellationToken cancellationToken);
+
+    /// <summary>Binds a device (or its whole IOMMU group) to vfio-pci; idempotent (the seed's BindToVFIO).</summary>
+    Task<VfioResult> BindToVfioAsync(string idOrName, VfioRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>Returns a device to its original driver; idempotent (the seed's UnbindFromVFIO).</summary>
+    Task<VfioResult> UnbindFromVfioAsync(string idOrName, VfioRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>Resets a device through the kernel and lifts a quarantine.</summary>
+    Task<Device> ResetAsync(string idOrName, string? method, bool force, CancellationToken cancellationToken = default);
 }

@@ -89,6 +89,7 @@ public sealed class SysfsTreeBuilder
         }
 
         File.WriteAllBytes(Path.Combine(dir, "config"), ConfigSpace(spec));
+        WriteDeviceNodes(spec, dir);
         Link(Path.Combine(dir, "subsystem"), Sys("bus/pci"));
         Link(Sys($"bus/pci/devices/{spec.Address}"), dir);
 
@@ -134,6 +135,40 @@ public sealed class SysfsTreeBuilder
     }
 
     private string Sys(string relative) => Path.Combine(Root, "sys", relative);
+
+    /// <summary>
+    /// The traces a driver's device nodes leave: <c>drm/cardN</c> and <c>nvme/nvmeN</c> class
+    /// directories under the function, NVIDIA's <c>/proc/driver/nvidia/gpus/X/information</c>,
+    /// and the node itself under dev/.
+    /// </summary>
+    private void WriteDeviceNodes(SimulatedDeviceSpec spec, string dir)
+    {
+        foreach (var node in spec.DriverDeviceNodes)
+        {
+            var name = Path.GetFileName(node);
+            var devFile = Path.Combine(Root, node.TrimStart('/'));
+            Directory.CreateDirectory(Path.GetDirectoryName(devFile)!);
+            WriteIfMissing(devFile, "");
+            if (node.StartsWith("/dev/dri/", StringComparison.Ordinal))
+            {
+                Directory.CreateDirectory(Path.Combine(dir, "drm", name));
+                File.WriteAllText(Path.Combine(dir, "drm", name, "dev"), "226:0\n");
+            }
+            else if (node.StartsWith("/dev/nvme", StringComparison.Ordinal))
+            {
+                Directory.CreateDirectory(Path.Combine(dir, "nvme", name));
+                File.WriteAllText(Path.Combine(dir, "nvme", name, "dev"), "240:0\n");
+            }
+            else if (name.StartsWith("nvidia", StringComparison.Ordinal) && int.TryParse(name["nvidia".Length..],
+                         NumberStyles.None, CultureInfo.InvariantCulture, out var minor))
+            {
+                var info = Path.Combine(Root, "proc", "driver", "nvidia", "gpus", spec.Address.ToString());
+                Directory.CreateDirectory(info);
+                File.WriteAllText(Path.Combine(info, "information"), string.Create(CultureInfo.InvariantCulture,
+                    $"Model: \t\t NVIDIA GPU\nBus Location: \t {spec.Address}\nDevice Minor: \t {minor}\n"));
+            }
+        }
+    }
 
     private static void WriteAttribute(string dir, string name, string value) =>
         File.WriteAllText(Path.Combine(dir, name), value + "\n");

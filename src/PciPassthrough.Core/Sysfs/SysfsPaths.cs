@@ -66,7 +66,7 @@ public static partial class SysfsPaths
     /// <summary>Refuses any path that is not a plain absolute path under /sys, /dev or /proc.</summary>
     public static void EnsureSafe(string path)
     {
-        if (!AllowedPrefixes.Any(p => path.StartsWith(p, StringComparison.Ordinal)) ||
+        if (!AllowedPrefixes.Any(p => path.StartsWith(p, StringComparison.Ordinal) || path == p[..^1]) ||
             path.Contains("/../", StringComparison.Ordinal) || path.EndsWith("/..", StringComparison.Ordinal) ||
             path.Contains("/./", StringComparison.Ordinal) || path.Contains("//", StringComparison.Ordinal) ||
             path.Contains('\0', StringComparison.Ordinal))

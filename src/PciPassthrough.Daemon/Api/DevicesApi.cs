@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 using PciPassthrough.Daemon.Api.Contracts;
 using PciPassthrough.Daemon.Api.Problems;
 using PciPassthrough.Devices;
@@ -23,6 +24,7 @@ public static class DevicesApi
             .WithDescription("Every registered device, ordered by created_at then id, with its live state on the host.");
 
         group.MapPost("", CreateDeviceAsync)
+            .RequireReady()
             .WithName("createDevice")
             .WithSummary("Register a device for passthrough")
             .WithDescription("Registers the PCI function at pci_address. Without a name, one is generated from the address (pci-0000-a2-00-0).")
@@ -45,8 +47,44 @@ public static class DevicesApi
         group.MapDelete("/{id}", DeleteDeviceAsync)
             .WithName("deleteDevice")
             .WithSummary("Unregister a device")
-            .WithDescription("Refused with in_use while the device is attached to an instance.")
-            .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.InUse, ErrorCodes.StorageUnavailable);
+            .WithDescription("Refused with in_use while the device is attached to an instance. A device the daemon bound is returned to its original driver first.")
+            .RequireReady()
+            .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.InUse, ErrorCodes.Quarantined, ErrorCodes.OperationFailed,
+                ErrorCodes.UnbindTimeout, ErrorCodes.StorageUnavailable, ErrorStatus.NotReady);
+
+        group.MapPost("/{id}/bind", BindDeviceAsync)
+            .WithName("bindDevice")
+            .WithSummary("Bind a device to vfio-pci")
+            .WithDescription(
+                "driver_override, unbind from the current driver, drivers_probe, then verify the driver link and /dev/vfio/N; " +
+                "any failure is rolled back. Idempotent. ?group=true binds every endpoint of the IOMMU group; " +
+                "?dry_run=true returns the plan and writes nothing; ?force=true goes ahead although processes hold the device.")
+            .RequireReady()
+            .Produces<OperationPlanDto>(StatusCodes.Status200OK)
+            .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.DeviceNotFound, ErrorCodes.DeviceChanged, ErrorCodes.Quarantined,
+                ErrorCodes.VfioNotAvailable, ErrorCodes.IommuGroupConflict, ErrorCodes.InUse, ErrorCodes.UnbindTimeout,
+                ErrorCodes.OperationFailed, ErrorCodes.StorageUnavailable, ErrorCodes.ValidationFailed, ErrorStatus.NotReady);
+
+        group.MapPost("/{id}/unbind", UnbindDeviceAsync)
+            .WithName("unbindDevice")
+            .WithSummary("Return a device to its original driver")
+            .WithDescription(
+                "Restores the driver and driver_override the device had before the daemon bound it (and every function bound with it). " +
+                "Idempotent; refused while attached. ?dry_run=true returns the plan.")
+            .RequireReady()
+            .Produces<OperationPlanDto>(StatusCodes.Status200OK)
+            .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.DeviceNotFound, ErrorCodes.DeviceChanged, ErrorCodes.Quarantined,
+                ErrorCodes.InUse, ErrorCodes.UnbindTimeout, ErrorCodes.OperationFailed, ErrorCodes.StorageUnavailable,
+                ErrorCodes.ValidationFailed, ErrorStatus.NotReady);
+
+        group.MapPost("/{id}/reset", ResetDeviceAsync)
+            .WithName("resetDevice")
+            .WithSummary("Reset a device through the kernel")
+            .WithDescription("Writes the function's reset attribute (?method= selects flr, pm, bus... for this reset), " +
+                "finishes or undoes anything left half-done and clears a quarantine. Refused while attached.")
+            .RequireReady()
+            .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.DeviceNotFound, ErrorCodes.DeviceChanged, ErrorCodes.InUse,
+                ErrorCodes.UnbindTimeout, ErrorCodes.OperationFailed, ErrorCodes.ValidationFailed, ErrorStatus.NotReady);
 
         return group;
     }
@@ -81,9 +119,57 @@ public static class DevicesApi
     public static Ok<DeviceDto> GetDevice(string id, IDeviceManager devices) =>
         TypedResults.Ok(DeviceDto.From(devices.GetDevice(id)));
 
-    public static async Task<NoContent> DeleteDeviceAsync(string id, IDeviceManager devices, CancellationToken cancellationToken)
+    /// <param name="id">Device id or name.</param>
+    /// <param name="force">Go ahead although processes hold the device.</param>
+    /// <param name="devices">The device manager.</param>
+    /// <param name="cancellationToken">Request aborted.</param>
+    public static async Task<NoContent> DeleteDeviceAsync(string id, bool? force, IDeviceManager devices, CancellationToken cancellationToken)
     {
-        await devices.DeleteDeviceAsync(id, cancellationToken);
+        await devices.DeleteDeviceAsync(id, force ?? false, cancellationToken);
         return TypedResults.NoContent();
     }
+
+    /// <param name="id">Device id or name.</param>
+    /// <param name="group">Bind every endpoint of the IOMMU group with the device.</param>
+    /// <param name="dryRun">Return the plan; write nothing.</param>
+    /// <param name="force">Go ahead although processes hold the device.</param>
+    /// <param name="devices">The device manager.</param>
+    /// <param name="cancellationToken">Request aborted.</param>
+    public static async Task<Results<Ok<DeviceDto>, Ok<OperationPlanDto>>> BindDeviceAsync(string id, bool? group,
+        [FromQuery(Name = "dry_run")] bool? dryRun, bool? force, IDeviceManager devices, CancellationToken cancellationToken) =>
+        ToResult(await devices.BindToVfioAsync(id, new VfioRequest(group ?? false, force ?? false, dryRun ?? false), cancellationToken));
+
+    /// <param name="id">Device id or name.</param>
+    /// <param name="group">Accepted for symmetry with bind: every function bound with the device is restored anyway.</param>
+    /// <param name="dryRun">Return the plan; write nothing.</param>
+    /// <param name="force">Go ahead although processes hold the device.</param>
+    /// <param name="devices">The device manager.</param>
+    /// <param name="cancellationToken">Request aborted.</param>
+    public static async Task<Results<Ok<DeviceDto>, Ok<OperationPlanDto>>> UnbindDeviceAsync(string id, bool? group,
+        [FromQuery(Name = "dry_run")] bool? dryRun, bool? force, IDeviceManager devices, CancellationToken cancellationToken)
+    {
+        _ = group;
+        return ToResult(await devices.UnbindFromVfioAsync(id, new VfioRequest(false, force ?? false, dryRun ?? false), cancellationToken));
+    }
+
+    /// <param name="id">Device id or name.</param>
+    /// <param name="method">Reset method for this reset only (one the device lists in reset_method).</param>
+    /// <param name="force">Go ahead although processes hold the device.</param>
+    /// <param name="devices">The device manager.</param>
+    /// <param name="cancellationToken">Request aborted.</param>
+    public static async Task<Ok<DeviceDto>> ResetDeviceAsync(string id, string? method, bool? force, IDeviceManager devices,
+        CancellationToken cancellationToken)
+    {
+        if (method is not null && (method.Length is 0 or > 32 || !method.All(char.IsAsciiLetterLower)))
+        {
+            throw ApiProblemException.Validation("method", "must be a reset method name such as flr, pm or bus");
+        }
+
+        return TypedResults.Ok(DeviceDto.From(await devices.ResetAsync(id, method, force ?? false, cancellationToken)));
+    }
+
+    private static Results<Ok<DeviceDto>, Ok<OperationPlanDto>> ToResult(VfioResult result) =>
+        result.Plan is { } plan
+            ? TypedResults.Ok(OperationPlanDto.From(plan))
+            : TypedResults.Ok(DeviceDto.From(result.Device!));
 }

@@ -31,13 +31,16 @@ public static class HealthApi
     {
         var report = new ReadinessReport
         {
-            Status = startup.IsReady ? "ready" : "starting",
+            Status = startup.IsReady ? "ready" : startup.Failure is not null ? "failed" : "starting",
             RegistryLoaded = registry.IsLoaded,
             Devices = registry.Count,
             StateDirectory = state.Root,
             QuarantinedRecords = registry.Quarantined
                 .Select(q => new QuarantinedRecordDto(q.FileName, q.QuarantinePath, q.Reason, q.At))
                 .ToList(),
+            Recovered = startup.Recovered,
+            RecoveryActions = startup.Recovery,
+            Failure = startup.Failure,
         };
         return startup.IsReady
             ? TypedResults.Ok(report)

@@ -34,8 +34,12 @@ public static partial class HostSysfsFactory
             }
         }
 
+        var simulate = services.GetRequiredService<IOptions<SimulateOptions>>().Value;
+        var faults = string.IsNullOrEmpty(simulate.FaultsFile)
+            ? null
+            : SimulatedFault.LoadFile(simulate.FaultsFile);
         LogSimulated(logger, root);
-        return new LinuxSysfs(root);
+        return new SimulatedKernel(root, faults);
     }
 
     [LoggerMessage(EventId = 4101, Level = LogLevel.Information,

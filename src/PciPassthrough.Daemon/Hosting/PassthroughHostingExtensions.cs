@@ -5,6 +5,9 @@ using PciPassthrough.Daemon.Api;
 using PciPassthrough.Daemon.Api.Contracts;
 using PciPassthrough.Daemon.Api.Problems;
 using PciPassthrough.Discovery;
+using PciPassthrough.Journal;
+using PciPassthrough.Simulation;
+using PciPassthrough.Vfio;
 using PciPassthrough.PciIds;
 using PciPassthrough.Registry;
 using PciPassthrough.Storage;
@@ -28,6 +31,8 @@ public static class PassthroughHostingExtensions
         var services = builder.Services;
         services.AddOptions<HostSystemOptions>().BindConfiguration(HostSystemOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<StateOptions>().BindConfiguration(StateOptions.Section).ValidateOnStart();
+        services.AddOptions<VfioOptions>().BindConfiguration(VfioOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<SimulateOptions>().BindConfiguration(SimulateOptions.Section).ValidateOnStart();
 
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton(sp => StateDirectory.Resolve(
@@ -37,6 +42,10 @@ public static class PassthroughHostingExtensions
         services.AddSingleton<IPciDiscovery, PciDiscovery>();
         services.AddSingleton<IDeviceStore, JsonFileDeviceStore>();
         services.AddSingleton<DeviceRegistry>();
+        services.AddSingleton(CrashPoints.Create);
+        services.AddSingleton<OperationJournal>();
+        services.AddSingleton<BoundedKernelWriter>();
+        services.AddSingleton<SysfsVfioBinder>();
         services.AddSingleton<DeviceManager>();
         services.AddSingleton<IDeviceManager>(sp => sp.GetRequiredService<DeviceManager>());
         services.AddSingleton<StartupState>();

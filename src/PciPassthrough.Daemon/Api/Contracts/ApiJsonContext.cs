@@ -10,6 +10,12 @@ namespace PciPassthrough.Daemon.Api.Contracts;
 [JsonSerializable(typeof(List<AvailableDeviceDto>))]
 [JsonSerializable(typeof(CreateDeviceRequest))]
 [JsonSerializable(typeof(ApiProblem))]
+[JsonSerializable(typeof(OperationPlanDto))]
+[JsonSerializable(typeof(PciPassthrough.Vfio.BlockingDevice))]
+[JsonSerializable(typeof(PciPassthrough.Vfio.DeviceHolder))]
+[JsonSerializable(typeof(List<PciPassthrough.Vfio.BlockingDevice>))]
+[JsonSerializable(typeof(List<PciPassthrough.Vfio.DeviceHolder>))]
 [JsonSerializable(typeof(HealthReport))]
 [JsonSerializable(typeof(ReadinessReport))]
+[JsonSerializable(typeof(PciPassthrough.Registry.RecoveryAction))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

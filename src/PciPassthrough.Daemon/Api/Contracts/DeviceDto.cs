@@ -64,6 +64,9 @@ public sealed record DeviceDto
     [Description("ready, bound, attached, missing, changed or quarantined")]
     public required DeviceState State { get; init; }
 
+    [Description("Why the device is quarantined, or null")]
+    public required string? QuarantineReason { get; init; }
+
     public static DeviceDto From(Device device) => new()
     {
         Id = device.Id,
@@ -85,5 +88,6 @@ public sealed record DeviceDto
         SysfsPath = device.SysfsPath,
         VfioGroupPath = device.VfioGroupPath,
         State = device.State,
+        QuarantineReason = device.QuarantineReason,
     };
 }

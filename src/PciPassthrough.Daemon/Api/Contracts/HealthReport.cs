@@ -8,7 +8,7 @@ public sealed record HealthReport([property: Description("ok while the process s
 /// <summary>Body of <c>/readyz</c>: what start-up has done and what needs an operator.</summary>
 public sealed record ReadinessReport
 {
-    [Description("ready, or starting while the registry is loading")]
+    [Description("ready; starting while the registry loads or unfinished operations are recovered; failed")]
     public required string Status { get; init; }
 
     [Description("Whether every device record has been loaded")]
@@ -22,6 +22,15 @@ public sealed record ReadinessReport
 
     [Description("Record files that could not be read at start-up, moved to the quarantine folder")]
     public required IReadOnlyList<QuarantinedRecordDto> QuarantinedRecords { get; init; }
+
+    [Description("Whether start-up recovery of unfinished operations is done")]
+    public required bool Recovered { get; init; }
+
+    [Description("What start-up recovery did about operations a crash left unfinished")]
+    public required IReadOnlyList<PciPassthrough.Registry.RecoveryAction> RecoveryActions { get; init; }
+
+    [Description("Why start-up could not finish, or null")]
+    public required string? Failure { get; init; }
 }
 
 public sealed record QuarantinedRecordDto(string File, string QuarantinePath, string Reason, DateTime At);

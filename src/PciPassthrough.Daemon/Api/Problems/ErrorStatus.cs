@@ -14,6 +14,7 @@ public static class ErrorStatus
     public const string Forbidden = "forbidden";
     public const string RateLimited = "rate_limited";
     public const string ServiceUnavailable = "service_unavailable";
+    public const string NotReady = "not_ready";
 
     private static readonly Dictionary<string, int> StatusByCode = new(StringComparer.Ordinal)
     {
@@ -35,12 +36,13 @@ public static class ErrorStatus
         [ErrorCodes.StorageUnavailable] = StatusCodes.Status503ServiceUnavailable,
         [ErrorCodes.PreconditionFailed] = StatusCodes.Status412PreconditionFailed,
         [ErrorCodes.ValidationFailed] = StatusCodes.Status400BadRequest,
-        [ErrorCodes.OperationFailed] = StatusCodes.Status500InternalServerError,
         [ErrorCodes.Internal] = StatusCodes.Status500InternalServerError,
         [InvalidJson] = StatusCodes.Status400BadRequest,
         [UnsupportedMediaType] = StatusCodes.Status415UnsupportedMediaType,
         [PayloadTooLarge] = StatusCodes.Status413PayloadTooLarge,
         [RateLimited] = StatusCodes.Status429TooManyRequests,
+        [NotReady] = StatusCodes.Status503ServiceUnavailable,
+        [ErrorCodes.OperationFailed] = StatusCodes.Status502BadGateway,
     };
 
     public static int StatusOf(string code) => StatusByCode.GetValueOrDefault(code, StatusCodes.Status500InternalServerError);

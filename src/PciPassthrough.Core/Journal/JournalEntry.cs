@@ -1,0 +1,37 @@
+using PciPassthrough.Devices;
+using PciPassthrough.Registry;
+
+namespace PciPassthrough.Journal;
+
+/// <summary>
+/// The intent of an operation in flight, written durably before each kernel write: enough to
+/// finish or undo it after a crash (which device, which functions and what they had before).
+/// </summary>
+public sealed record JournalEntry
+{
+    public required string OperationId { get; init; }
+
+    /// <summary>bind, unbind, attach, detach, delete or reset.</summary>
+    public required string Operation { get; init; }
+
+    public required string DeviceId { get; init; }
+
+    public required PciAddress PciAddress { get; init; }
+
+    public bool Group { get; init; }
+
+    /// <summary>Every function the operation changes, with its driver and override before the operation.</summary>
+    public required IReadOnlyList<BoundFunction> Functions { get; init; }
+
+    /// <summary>The instance an attach is for (attach binds first when needed).</summary>
+    public string? InstanceId { get; init; }
+
+    /// <summary>1-based number of the step about to run; 0 before the first.</summary>
+    public int Step { get; init; }
+
+    public string? StepDescription { get; init; }
+
+    public required DateTime StartedAt { get; init; }
+
+    public DateTime UpdatedAt { get; init; }
+}

@@ -1,0 +1,490 @@
+using Microsoft.Extensions.Logging;
+using PciPassthrough.Devices;
+using PciPassthrough.Discovery;
+using PciPassthrough.Errors;
+using PciPassthrough.Journal;
+using PciPassthrough.Sysfs;
+using PciPassthrough.Vfio;
+
+namespace PciPassthrough.Registry;
+
+public sealed partial class DeviceManager
+{
+    /// <summary>
+    /// Binds a device (with <see cref="VfioRequest.Group"/>, every endpoint of its IOMMU group) to
+    /// vfio-pci. Idempotent: functions already on vfio-pci are left alone. Checks come before any
+    /// write, in this order: quarantine, presence, identity, VFIO availability, group safety, holders.
+    /// </summary>
+    public async Task<VfioResult> BindToVfioAsync(string idOrName, VfioRequest request, CancellationToken cancellationToken = default)
+    {
+        var record = Find(idOrName);
+        using var held = await _locks.AcquireAsync(LockSet(record), cancellationToken);
+        record = Reload(record);
+        var plan = PlanBind(record, request);
+        if (request.DryRun)
+        {
+            return new VfioResult(null, plan);
+        }
+
+        ThrowIfRefused(record, plan);
+        if (plan.Functions.Count > 0)
+        {
+            record = await RunBindAsync(record, plan, "bind", cancellationToken);
+            LogBound(logger, record.Id, record.PciAddress, plan.Functions.Count, request.Group);
+        }
+
+        return new VfioResult(ToDevice(record), null);
+    }
+
+    /// <summary>
+    /// Returns a device (and every function bound with it) to the driver and override it had
+    /// before the daemon bound it. Idempotent; refused while attached.
+    /// </summary>
+    public async Task<VfioResult> UnbindFromVfioAsync(string idOrName, VfioRequest request, CancellationToken cancellationToken = default)
+    {
+        var record = Find(idOrName);
+        using var held = await _locks.AcquireAsync(LockSet(record), cancellationToken);
+        record = Reload(record);
+        var plan = PlanUnbind(record, request);
+        if (request.DryRun)
+        {
+            return new VfioResult(null, plan);
+        }
+
+        ThrowIfRefused(record, plan);
+        record = await RunRestoreAsync(record, plan, "unbind", cancellationToken);
+        return new VfioResult(ToDevice(record), null);
+    }
+
+    /// <summary>
+    /// Resets the function through the kernel (on whatever driver it is), then finishes or undoes
+    /// any operation of the device left unfinished, and lifts a quarantine.
+    /// </summary>
+    public async Task<Device> ResetAsync(string idOrName, string? method, bool force, CancellationToken cancellationToken = default)
+    {
+        var record = Find(idOrName);
+        using var held = await _locks.AcquireAsync(LockSet(record), cancellationToken);
+        record = Reload(record);
+        if (record.Attachment is { } attachment)
+        {
+            throw VfioErrors.Attached(attachment.InstanceId);
+        }
+
+        var info = discovery.GetDeviceInfo(record.PciAddress) ?? throw DeviceErrors.DeviceNotFound(record.PciAddress.ToString());
+        if (!SameIdentity(record, info))
+        {
+            throw VfioErrors.Changed(record.PciAddress, record.VendorId, record.DeviceId, PciId.Format(info.VendorId), PciId.Format(info.DeviceId));
+        }
+
+        var holders = binder.FindHolders([record.PciAddress]);
+        if (holders.Count > 0 && !force)
+        {
+            throw VfioErrors.Held(holders);
+        }
+
+        var entry = journal.Begin(NewEntry("reset", record, []));
+        try
+        {
+            await binder.ResetAsync(record.PciAddress, method, new JournalStepper(journal, entry), cancellationToken);
+        }
+        catch (KernelWriteTimeoutException)
+        {
+            journal.Complete(entry);
+            Quarantine(record, "the kernel did not finish a reset", ErrorCodes.UnbindTimeout);
+            throw VfioErrors.Timeout("the reset", binder.FindHolders([record.PciAddress]), vfioOptions.Value.OperationTimeout);
+        }
+        catch (VfioStepException e)
+        {
+            journal.Complete(entry);
+            throw VfioErrors.Failed($"Reset of {record.PciAddress} failed: {e.Message}", rolledBack: true, []);
+        }
+
+        journal.Complete(entry);
+        LogReset(logger, record.Id, record.PciAddress, method);
+
+        // A reset is the operator's way out of a quarantine: first make record and kernel agree
+        // again by finishing or undoing what was left half-done.
+        foreach (var pending in journal.Pending().Where(p => p.DeviceId == record.Id))
+        {
+            await RecoverLockedAsync(pending, cancellationToken);
+        }
+
+        record = Reload(record);
+        if (record.Quarantine is not null)
+        {
+            record = registry.Update(record with { Quarantine = null, UpdatedAt = Now() });
+        }
+
+        return ToDevice(record);
+    }
+
+    public async Task DeleteDeviceAsync(string idOrName, bool force, CancellationToken cancellationToken)
+    {
+        var record = Find(idOrName);
+        using var held = await _locks.AcquireAsync(LockSet(record), cancellationToken);
+        // Re-read under the lock: the record may have changed (or gone) while we waited.
+        record = Reload(record);
+        if (record.Attachment is { } attachment)
+        {
+            throw VfioErrors.Attached(attachment.InstanceId);
+        }
+
+        if (record.Quarantine is { } quarantine)
+        {
+            throw VfioErrors.Quarantined(quarantine.Reason);
+        }
+
+        var info = discovery.GetDeviceInfo(record.PciAddress);
+        // Only a device that is still the one registered is given back; a missing or different
+        // device is not ours to touch.
+        if (record.Binding is not null && info is not null && SameIdentity(record, info))
+        {
+            var plan = PlanUnbind(record, new VfioRequest(Force: force));
+            ThrowIfRefused(record, plan);
+            record = await RunRestoreAsync(record, plan, "delete", cancellationToken);
+        }
+
+        registry.Remove(record);
+        LogDeleted(logger, record.Id, record.Name, record.PciAddress);
+    }
+
+    private OperationPlan PlanBind(DeviceRecord record, VfioRequest request)
+    {
+        var address = record.PciAddress;
+        var info = discovery.GetDeviceInfo(address);
+        var members = info is { IommuGroup: >= 0 } ? discovery.GetIommuGroupDevices(info.IommuGroup) : [address];
+        var infos = members.ToDictionary(m => m, m => m == address ? info : discovery.GetDeviceInfo(m));
+        var endpoints = members.Where(m => infos[m] is { IsBridge: false }).ToList();
+        var functions = request.Group ? endpoints.OrderBy(m => m == address ? 0 : 1).ToList() : [address];
+        var toBind = functions.Where(f => infos.GetValueOrDefault(f)?.CurrentDriver != SysfsPaths.VfioPciDriver).ToList();
+
+        string? failure = null;
+        IReadOnlyList<BlockingDevice> blockers = [];
+        IReadOnlyList<DeviceHolder> holders = [];
+        if (record.Quarantine is not null)
+        {
+            failure = ErrorCodes.Quarantined;
+        }
+        else if (info is null)
+        {
+            failure = ErrorCodes.DeviceNotFound;
+        }
+        else if (!SameIdentity(record, info))
+        {
+            failure = ErrorCodes.DeviceChanged;
+        }
+        else if (toBind.Count > 0)
+        {
+            blockers = binder.FindGroupBlockers(address, functions);
+            holders = binder.FindHolders(toBind);
+            failure = !binder.CheckVfioAvailable().Available ? ErrorCodes.VfioNotAvailable
+                : blockers.Count > 0 ? ErrorCodes.IommuGroupConflict
+                : holders.Count > 0 && !request.Force ? ErrorCodes.InUse
+                : null;
+        }
+
+        var bound = failure is null ? toBind : [];
+        return new OperationPlan
+        {
+            Operation = "bind",
+            DeviceId = record.Id,
+            PciAddress = address.ToString(),
+            IommuGroup = info?.IommuGroup ?? record.IommuGroup,
+            Group = request.Group,
+            Steps = failure is null ? binder.PlanBind(toBind) : [],
+            Members = members.Select(m => Member(m, infos[m], toBind.Contains(m) ? "bind to vfio-pci" : null,
+                blockers.FirstOrDefault(b => b.PciAddress == m.ToString()))).ToList(),
+            Blockers = blockers,
+            Holders = holders,
+            WouldFailWith = failure,
+            Functions = bound.Select(f => new BoundFunction
+            {
+                PciAddress = f,
+                OriginalDriver = infos[f]?.CurrentDriver,
+                OriginalDriverOverride = binder.ReadOverride(f),
+            }).ToList(),
+        };
+    }
+
+    private OperationPlan PlanUnbind(DeviceRecord record, VfioRequest request)
+    {
+        var address = record.PciAddress;
+        var info = discovery.GetDeviceInfo(address);
+        IReadOnlyList<BoundFunction> functions = record.Binding?.Functions ?? (info?.CurrentDriver == SysfsPaths.VfioPciDriver
+            ? [new BoundFunction { PciAddress = address, OriginalDriver = record.OriginalDriver, OriginalUnknown = record.OriginalDriver is null }]
+            : []);
+        var steps = binder.PlanRestore(functions);
+        var toRestore = functions.Where(f => steps.Any(s => s.PciAddress == f.PciAddress.ToString())).ToList();
+
+        string? failure = null;
+        IReadOnlyList<DeviceHolder> holders = [];
+        if (record.Quarantine is not null)
+        {
+            failure = ErrorCodes.Quarantined;
+        }
+        else if (record.Attachment is not null)
+        {
+            failure = ErrorCodes.InUse;
+        }
+        else if (info is null)
+        {
+            failure = ErrorCodes.DeviceNotFound;
+        }
+        else if (!SameIdentity(record, info))
+        {
+            failure = ErrorCodes.DeviceChanged;
+        }
+        else if (toRestore.Count > 0)
+        {
+            holders = binder.FindHolders(toRestore.Select(f => f.PciAddress));
+            failure = holders.Count > 0 && !request.Force ? ErrorCodes.InUse : null;
+        }
+
+        var members = info is { IommuGroup: >= 0 } ? discovery.GetIommuGroupDevices(info.IommuGroup) : [address];
+        return new OperationPlan
+        {
+            Operation = "unbind",
+            DeviceId = record.Id,
+            PciAddress = address.ToString(),
+            IommuGroup = info?.IommuGroup ?? record.IommuGroup,
+            Group = record.Binding?.Group ?? false,
+            Steps = failure is null ? steps : [],
+            Members = members.Select(m =>
+            {
+                var f = toRestore.FirstOrDefault(t => t.PciAddress == m);
+                var action = f is null ? null
+                    : f.OriginalUnknown ? "release from vfio-pci (the kernel picks a driver)"
+                    : f.OriginalDriver is { } d ? $"restore to {d}" : "release from vfio-pci (had no driver)";
+                return Member(m, m == address ? info : discovery.GetDeviceInfo(m), action, null);
+            }).ToList(),
+            Blockers = [],
+            Holders = holders,
+            WouldFailWith = failure,
+            Functions = failure is null ? toRestore : [],
+        };
+    }
+
+    private static PlanMember Member(PciAddress address, AvailableDevice? info, string? action, BlockingDevice? blocker) =>
+        new(address.ToString(), info?.CurrentDriver, info?.ClassCode.ToString() ?? "",
+            action ?? (info is null ? "gone from the host"
+                : info.IsBridge ? "ignored (bridge)"
+                : blocker is not null ? $"blocks: {blocker.Reason}"
+                : info.CurrentDriver == SysfsPaths.VfioPciDriver ? "already on vfio-pci"
+                : info.CurrentDriver is null ? "left alone (no driver)"
+                : $"left on {info.CurrentDriver}"));
+
+    /// <summary>Turns a plan's refusal into its domain error.</summary>
+    private void ThrowIfRefused(DeviceRecord record, OperationPlan plan)
+    {
+        switch (plan.WouldFailWith)
+        {
+            case null:
+                return;
+            case ErrorCodes.Quarantined:
+                throw VfioErrors.Quarantined(record.Quarantine!.Reason);
+            case ErrorCodes.DeviceNotFound:
+                throw DeviceErrors.DeviceNotFound(record.PciAddress.ToString());
+            case ErrorCodes.DeviceChanged:
+                var info = discovery.GetDeviceInfo(record.PciAddress)!;
+                throw VfioErrors.Changed(record.PciAddress, record.VendorId, record.DeviceId, PciId.Format(info.VendorId), PciId.Format(info.DeviceId));
+            case ErrorCodes.VfioNotAvailable:
+                throw VfioErrors.NotAvailable(binder.CheckVfioAvailable());
+            case ErrorCodes.IommuGroupConflict:
+                throw VfioErrors.GroupConflict(record.PciAddress, plan.Blockers);
+            case ErrorCodes.InUse when record.Attachment is { } attachment:
+                throw VfioErrors.Attached(attachment.InstanceId);
+            case ErrorCodes.InUse:
+                throw VfioErrors.Held(plan.Holders);
+            default:
+                throw new PassthroughException(plan.WouldFailWith, "The operation was refused");
+        }
+    }
+
+    /// <summary>
+    /// Runs a bind plan: journal first, then the originals into the record (both durable before
+    /// the first kernel write), then the steps. A failed step is rolled back; a hung write
+    /// quarantines the device and leaves the journal entry for recovery.
+    /// </summary>
+    private async Task<DeviceRecord> RunBindAsync(DeviceRecord record, OperationPlan plan, string operation,
+        CancellationToken cancellationToken, string? instanceId = null)
+    {
+        var previous = record.Binding;
+        var entry = journal.Begin(NewEntry(operation, record, plan.Functions, plan.Group, instanceId));
+        record = registry.Update(record with { Binding = Merge(previous, plan.Functions, plan.Group), UpdatedAt = Now() });
+        var stepper = new JournalStepper(journal, entry);
+        try
+        {
+            await binder.BindAsync(plan.Functions.Select(f => f.PciAddress).ToList(), stepper, cancellationToken);
+        }
+        catch (KernelWriteTimeoutException)
+        {
+            Quarantine(record, "the kernel did not finish a write while binding to vfio-pci", ErrorCodes.UnbindTimeout);
+            throw VfioErrors.Timeout("the bind", binder.FindHolders(plan.Functions.Select(f => f.PciAddress)),
+                vfioOptions.Value.OperationTimeout);
+        }
+        catch (VfioStepException e)
+        {
+            LogBindFailed(logger, e, record.PciAddress);
+            IReadOnlyList<RestoreOutcome> outcomes;
+            try
+            {
+                outcomes = await binder.RestoreAsync(plan.Functions.Reverse().ToList(), stepper, cancellationToken);
+            }
+            catch (KernelWriteTimeoutException)
+            {
+                Quarantine(record, "the kernel did not finish a write while undoing a failed bind", ErrorCodes.UnbindTimeout);
+                throw VfioErrors.Timeout("undoing the failed bind", binder.FindHolders(plan.Functions.Select(f => f.PciAddress)),
+                    vfioOptions.Value.OperationTimeout);
+            }
+
+            var notUndone = outcomes.Where(o => !o.Restored).ToList();
+            record = registry.Update(record with
+            {
+                Binding = notUndone.Count == 0 ? previous : Merge(previous, plan.Functions.Where(f => notUndone.Any(o => o.PciAddress == f.PciAddress)).ToList(), plan.Group),
+                Quarantine = notUndone.Count == 0 ? record.Quarantine : NewQuarantine("a failed bind could not be fully undone", ErrorCodes.OperationFailed),
+                UpdatedAt = Now(),
+            });
+            journal.Complete(entry);
+            throw VfioErrors.Failed($"Binding {record.PciAddress} to vfio-pci failed: {e.Message}", notUndone.Count == 0, notUndone);
+        }
+
+        journal.Complete(entry);
+        return registry.Find(record.Id) ?? record;
+    }
+
+    /// <summary>Runs a restore plan (unbind, delete, release on detach) under the journal.</summary>
+    private async Task<DeviceRecord> RunRestoreAsync(DeviceRecord record, OperationPlan plan, string operation,
+        CancellationToken cancellationToken)
+    {
+        if (plan.Functions.Count == 0)
+        {
+            // Nothing on the host to change; forget a binding the kernel no longer shows.
+            return record.Binding is null ? record : registry.Update(record with { Binding = null, UpdatedAt = Now() });
+        }
+
+        var entry = journal.Begin(NewEntry(operation, record, plan.Functions, plan.Group));
+        IReadOnlyList<RestoreOutcome> outcomes;
+        try
+        {
+            outcomes = await binder.RestoreAsync(plan.Functions, new JournalStepper(journal, entry), cancellationToken);
+        }
+        catch (KernelWriteTimeoutException)
+        {
+            Quarantine(record, "the kernel did not finish a write while returning the device to its driver", ErrorCodes.UnbindTimeout);
+            throw VfioErrors.Timeout("the unbind", binder.FindHolders(plan.Functions.Select(f => f.PciAddress)),
+                vfioOptions.Value.OperationTimeout);
+        }
+
+        var notRestored = outcomes.Where(o => !o.Restored).ToList();
+        if (notRestored.Count == 0)
+        {
+            record = registry.Update(record with { Binding = null, UpdatedAt = Now() });
+            journal.Complete(entry);
+            LogRestored(logger, record.Id, record.PciAddress, plan.Functions.Count);
+            return record;
+        }
+
+        // Keep what could not be returned on record, so a retry after a reset knows what to restore.
+        record = registry.Update(record with
+        {
+            Binding = record.Binding is { } b
+                ? b with { Functions = b.Functions.Where(f => notRestored.Any(o => o.PciAddress == f.PciAddress)).ToList() }
+                : null,
+            Quarantine = NewQuarantine("the device could not be returned to its original driver", ErrorCodes.OperationFailed),
+            UpdatedAt = Now(),
+        });
+        journal.Complete(entry);
+        throw VfioErrors.Failed($"Returning {record.PciAddress} to its driver failed", rolledBack: false, notRestored);
+    }
+
+    private BindingRecord Merge(BindingRecord? existing, IReadOnlyList<BoundFunction> added, bool group)
+    {
+        var functions = (existing?.Functions ?? []).ToList();
+        foreach (var f in added)
+        {
+            // The first record of a function's original driver wins: a re-bind must not forget it.
+            if (functions.All(e => e.PciAddress != f.PciAddress))
+            {
+                functions.Add(f);
+            }
+        }
+
+        return new BindingRecord
+        {
+            BoundAt = existing?.BoundAt ?? Now(),
+            Group = group || (existing?.Group ?? false),
+            Functions = functions,
+        };
+    }
+
+    private void Quarantine(DeviceRecord record, string reason, string code)
+    {
+        var current = registry.Find(record.Id) ?? record;
+        registry.Update(current with { Quarantine = NewQuarantine(reason, code), UpdatedAt = Now() });
+        LogQuarantined(logger, record.Id, record.PciAddress, reason);
+    }
+
+    private QuarantineRecord NewQuarantine(string reason, string code) => new() { Reason = reason, Code = code, Since = Now() };
+
+    private JournalEntry NewEntry(string operation, DeviceRecord record, IReadOnlyList<BoundFunction> functions, bool group = false,
+        string? instanceId = null) => new()
+        {
+            OperationId = Cuid2Generator.Shared.Next(),
+            Operation = operation,
+            DeviceId = record.Id,
+            PciAddress = record.PciAddress,
+            Group = group,
+            Functions = functions,
+            InstanceId = instanceId,
+            StartedAt = Now(),
+        };
+
+    /// <summary>Every function an operation on the device may touch: its IOMMU group, and anything bound with it.</summary>
+    private List<PciAddress> LockSet(DeviceRecord record)
+    {
+        var set = new List<PciAddress> { record.PciAddress };
+        if (discovery.GetIommuGroup(record.PciAddress) is >= 0 and var group)
+        {
+            set.AddRange(discovery.GetIommuGroupDevices(group));
+        }
+
+        set.AddRange(record.Binding?.Functions.Select(f => f.PciAddress) ?? []);
+        return set;
+    }
+
+    private DeviceRecord Reload(DeviceRecord record) => registry.Find(record.Id) ?? throw DeviceErrors.NotFound();
+
+    private DateTime Now() => time.GetUtcNow().UtcDateTime;
+
+    /// <summary>Journals each step of a running operation, entry by entry.</summary>
+    private sealed class JournalStepper(OperationJournal journal, JournalEntry entry) : IStepJournal
+    {
+        private JournalEntry _entry = entry;
+
+        public Task StepAsync(string description, CancellationToken cancellationToken)
+        {
+            _entry = journal.Step(_entry, description);
+            return Task.CompletedTask;
+        }
+    }
+
+    [LoggerMessage(EventId = 3101, Level = LogLevel.Information,
+        Message = "Bound device {DeviceId} at {PciAddress} to vfio-pci ({FunctionCount} functions, group bind {Group})")]
+    private static partial void LogBound(ILogger logger, string deviceId, PciAddress pciAddress, int functionCount, bool group);
+
+    [LoggerMessage(EventId = 3102, Level = LogLevel.Information,
+        Message = "Returned device {DeviceId} at {PciAddress} to its original driver ({FunctionCount} functions)")]
+    private static partial void LogRestored(ILogger logger, string deviceId, PciAddress pciAddress, int functionCount);
+
+    [LoggerMessage(EventId = 3103, Level = LogLevel.Warning,
+        Message = "Binding {PciAddress} to vfio-pci failed; rolling back")]
+    private static partial void LogBindFailed(ILogger logger, Exception exception, PciAddress pciAddress);
+
+    [LoggerMessage(EventId = 3104, Level = LogLevel.Error,
+        Message = "Quarantined device {DeviceId} at {PciAddress}: {Reason}")]
+    private static partial void LogQuarantined(ILogger logger, string deviceId, PciAddress pciAddress, string reason);
+
+    [LoggerMessage(EventId = 3105, Level = LogLevel.Information,
+        Message = "Reset device {DeviceId} at {PciAddress} (method {Method})")]
+    private static partial void LogReset(ILogger logger, string deviceId, PciAddress pciAddress, string? method);
+}

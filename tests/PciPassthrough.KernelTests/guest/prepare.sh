@@ -67,9 +67,20 @@ ensure_packages() {
 }
 
 # Prints the newest linux-image-6.1.0-N-amd64-unsigned package name apt knows about.
+# apt-cache takes about a second, paid on every guest boot since run-guest.sh calls this script:
+# the answer is remembered until apt's package lists change (an apt-get update that brings a
+# new ABI changes them).
 newest_kernel_package() {
-  apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' 2>/dev/null \
-    | awk '{print $1}' | sort -V | tail -n 1
+  local memo=$CACHE_DIR/kernel-choice lists_key pkg
+  lists_key=$(ls -l --time-style=+%s /var/lib/apt/lists/ 2>/dev/null | grep Packages | md5sum)
+  if [[ -f $memo && $(head -n 1 "$memo") == "$lists_key" ]]; then
+    tail -n +2 "$memo"
+    return
+  fi
+  pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' 2>/dev/null \
+    | awk '{print $1}' | sort -V | tail -n 1)
+  [[ -n $pkg ]] && printf '%s\n%s\n' "$lists_key" "$pkg" >"$memo"
+  echo "$pkg"
 }
 
 # Prints the kernel version of the newest kernel already unpacked in the cache, if any.

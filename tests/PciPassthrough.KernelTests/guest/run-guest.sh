@@ -62,9 +62,6 @@ for kv in "${ENVS[@]}"; do
   [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env needs NAME=VALUE, got '$kv'"
 done
 
-command -v qemu-system-x86_64 >/dev/null \
-  || die "qemu-system-x86_64 not found (run $GUEST_DIR/prepare.sh, which installs it)"
-
 # --- kernel and initramfs ----------------------------------------------------------------------
 if [[ -n ${PCIPT_GUEST_KERNEL:-} && -n ${PCIPT_GUEST_INITRAMFS:-} ]]; then
   KERNEL=$PCIPT_GUEST_KERNEL
@@ -74,6 +71,8 @@ else
   KERNEL=$(sed -n 's/^PCIPT_GUEST_KERNEL=//p' <<<"$prep")
   INITRAMFS=$(sed -n 's/^PCIPT_GUEST_INITRAMFS=//p' <<<"$prep")
 fi
+command -v qemu-system-x86_64 >/dev/null \
+  || die "qemu-system-x86_64 not found (run $GUEST_DIR/prepare.sh, which installs it)"
 [[ -f $KERNEL ]] || die "kernel not found: '$KERNEL'"
 [[ -f $INITRAMFS ]] || die "initramfs not found: '$INITRAMFS'"
 
@@ -193,24 +192,32 @@ ELAPSED=$((SECONDS - START))
 console_tail() {
   echo "---- last 50 lines of $RESULTS/console.log ----" >&2
   tail -n 50 "$RESULTS/console.log" >&2 || true
-  if [[ -s $RESULTS/qemu.stderr ]]; then
+  # QEMU warns that the NICs have no network peer on every run: noise, not a cause.
+  local qemu_err
+  qemu_err=$(grep -v 'has no peer$' "$RESULTS/qemu.stderr" 2>/dev/null | tail -n 20 || true)
+  if [[ -n $qemu_err ]]; then
     echo "---- $RESULTS/qemu.stderr ----" >&2
-    tail -n 20 "$RESULTS/qemu.stderr" >&2
+    echo "$qemu_err" >&2
   fi
   echo "----" >&2
 }
+# Fails the run loudly: message, the end of the console, and the status in exit-code too so a
+# caller reading only the results folder sees the failure as well.
+harness_fail() {
+  local code=$1
+  shift
+  echo "run-guest.sh: FAILED: $*" >&2
+  console_tail
+  echo "$code" >"$RESULTS/exit-code"
+  exit "$code"
+}
 
 if ((TIMED_OUT)); then
-  echo "run-guest.sh: FAILED: guest did not finish within ${TIMEOUT}s; QEMU killed." >&2
-  console_tail
-  echo 124 >"$RESULTS/exit-code"
-  exit 124
+  harness_fail 124 "guest did not finish within ${TIMEOUT}s; QEMU killed."
 fi
 
 if [[ -s $RESULTS/guest-error ]] || grep -q '^pcipt-guest: ERROR' "$RESULTS/console.log"; then
-  echo "run-guest.sh: FAILED: the guest's setup failed before or around the command." >&2
-  console_tail
-  exit 125
+  harness_fail 125 "the guest's own setup failed (see the pcipt-guest: ERROR line below)."
 fi
 
 # The verdict: exit-code (written by the guest before it unmounted the share) is exact; QEMU's
@@ -229,10 +236,8 @@ if [[ -z $CODE && -n $MARKER ]]; then
   echo "$CODE" >"$RESULTS/exit-code"
 fi
 if [[ -z $CODE ]]; then
-  echo "run-guest.sh: FAILED: QEMU exited with status $QEMU_RC after ${ELAPSED}s without a verdict" \
-    "from the guest (QEMU did not start, or the guest crashed or powered off early)." >&2
-  console_tail
-  exit 125
+  harness_fail 125 "QEMU exited with status $QEMU_RC after ${ELAPSED}s without a verdict from" \
+    "the guest (QEMU did not start, or the guest crashed or powered off early)."
 fi
 if ((QEMU_RC % 2 == 1)) && (((QEMU_RC - 1) / 2 != (CODE & 127))); then
   echo "run-guest.sh: warning: QEMU status $QEMU_RC does not match exit-code $CODE" >&2

@@ -47,6 +47,9 @@ public sealed record Device
     /// <summary>The record's revision, the basis of the ETag.</summary>
     public required long Revision { get; init; }
 
+    /// <summary>The version token (ETag without quotes): changes with every change of the record.</summary>
+    public string Version => Registry.Preconditions.VersionOf(Id, Revision);
+
     /// <summary>Why the device is quarantined, when it is.</summary>
     public string? QuarantineReason { get; init; }
 }

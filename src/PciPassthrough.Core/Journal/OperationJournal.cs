@@ -48,6 +48,9 @@ public sealed partial class OperationJournal(StateDirectory state, ICrashPoint c
         }
     }
 
+    /// <summary>Whether the operation's entry is still on disk (it has not ended).</summary>
+    public bool IsPending(string operationId) => File.Exists(PathOf(operationId));
+
     /// <summary>Every operation that did not end, oldest first; unreadable entries are quarantined.</summary>
     public IReadOnlyList<JournalEntry> Pending()
     {

@@ -29,17 +29,29 @@ public sealed partial class DeviceManager
         var actions = new List<RecoveryAction>();
         foreach (var entry in journal.Pending())
         {
-            var lockSet = entry.Functions.Select(f => f.PciAddress).Append(entry.PciAddress).ToList();
-            if (registry.Find(entry.DeviceId) is { } record)
+            if (await RecoverEntryAsync(entry, cancellationToken) is { } action)
             {
-                lockSet.AddRange(LockSet(record));
+                actions.Add(action);
             }
-
-            using var held = await _locks.AcquireAsync(lockSet, cancellationToken);
-            actions.Add(await RecoverLockedAsync(entry, cancellationToken));
         }
 
         return actions;
+    }
+
+    /// <summary>
+    /// Recovers one unfinished operation under its devices' locks; null when it ended meanwhile
+    /// (an operation still running holds those locks, and removes its entry before letting go).
+    /// </summary>
+    public async Task<RecoveryAction?> RecoverEntryAsync(JournalEntry entry, CancellationToken cancellationToken = default)
+    {
+        var lockSet = entry.Functions.Select(f => f.PciAddress).Append(entry.PciAddress).ToList();
+        if (registry.Find(entry.DeviceId) is { } record)
+        {
+            lockSet.AddRange(LockSet(record));
+        }
+
+        using var held = await _locks.AcquireAsync(lockSet, cancellationToken);
+        return journal.IsPending(entry.OperationId) ? await RecoverLockedAsync(entry, cancellationToken) : null;
     }
 
     private async Task<RecoveryAction> RecoverLockedAsync(JournalEntry entry, CancellationToken cancellationToken)

@@ -26,6 +26,7 @@ public sealed partial class DeviceManager
             return new VfioResult(null, plan);
         }
 
+        Preconditions.Check(record, request.IfMatch);
         ThrowIfRefused(record, plan);
         if (plan.Functions.Count > 0)
         {
@@ -51,6 +52,7 @@ public sealed partial class DeviceManager
             return new VfioResult(null, plan);
         }
 
+        Preconditions.Check(record, request.IfMatch);
         ThrowIfRefused(record, plan);
         record = await RunRestoreAsync(record, plan, "unbind", cancellationToken);
         return new VfioResult(ToDevice(record), null);
@@ -118,12 +120,16 @@ public sealed partial class DeviceManager
         return ToDevice(record);
     }
 
-    public async Task DeleteDeviceAsync(string idOrName, bool force, CancellationToken cancellationToken)
+    public async Task DeleteDeviceAsync(string idOrName, bool force, CancellationToken cancellationToken) =>
+        await DeleteDeviceAsync(idOrName, force, null, cancellationToken);
+
+    public async Task DeleteDeviceAsync(string idOrName, bool force, IReadOnlyCollection<string>? ifMatch, CancellationToken cancellationToken)
     {
         var record = Find(idOrName);
         using var held = await _locks.AcquireAsync(LockSet(record), cancellationToken);
         // Re-read under the lock: the record may have changed (or gone) while we waited.
         record = Reload(record);
+        Preconditions.Check(record, ifMatch);
         if (record.Attachment is { } attachment)
         {
             throw VfioErrors.Attached(attachment.InstanceId);

@@ -32,11 +32,24 @@ public interface IDeviceManager
     /// <param name="cancellationToken">Cancels the wait for the device's lock.</param>
     Task DeleteDeviceAsync(string idOrName, bool force, CancellationToken cancellationToken);
 
+    /// <inheritdoc cref="DeleteDeviceAsync(string, CancellationToken)"/>
+    /// <param name="idOrName">Device id or name.</param>
+    /// <param name="force">Go ahead although processes hold the device.</param>
+    /// <param name="ifMatch">Revisions the caller expects (If-Match); null: no precondition.</param>
+    /// <param name="cancellationToken">Cancels the wait for the device's lock.</param>
+    Task DeleteDeviceAsync(string idOrName, bool force, IReadOnlyCollection<string>? ifMatch, CancellationToken cancellationToken);
+
     /// <summary>Binds a device (or its whole IOMMU group) to vfio-pci; idempotent (the seed's BindToVFIO).</summary>
     Task<VfioResult> BindToVfioAsync(string idOrName, VfioRequest request, CancellationToken cancellationToken = default);
 
     /// <summary>Returns a device to its original driver; idempotent (the seed's UnbindFromVFIO).</summary>
     Task<VfioResult> UnbindFromVfioAsync(string idOrName, VfioRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>Attaches a device to an instance, exclusively (the seed's MarkAttached).</summary>
+    Task<Device> AttachAsync(string idOrName, AttachCommand command, CancellationToken cancellationToken = default);
+
+    /// <summary>Detaches a device from its instance (the seed's MarkDetached).</summary>
+    Task<Device> DetachAsync(string idOrName, DetachCommand command, CancellationToken cancellationToken = default);
 
     /// <summary>Resets a device through the kernel and lifts a quarantine.</summary>
     Task<Device> ResetAsync(string idOrName, string? method, bool force, CancellationToken cancellationToken = default);

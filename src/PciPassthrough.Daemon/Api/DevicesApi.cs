@@ -9,8 +9,9 @@ using PciPassthrough.Registry;
 namespace PciPassthrough.Daemon.Api;
 
 /// <summary>
-/// <c>/devices</c>: the registry and discovery. <c>{id}</c> is a device id or name; anything that
-/// is neither is <c>404 not_found</c> and is never used to build a path.
+/// <c>/devices</c>: the registry, discovery, VFIO binding and attachment. <c>{id}</c> is a device id
+/// or name; anything that is neither is <c>404 not_found</c> and is never used to build a path.
+/// Device responses carry an <c>ETag</c>; changes honour <c>If-Match</c> (<c>412 precondition_failed</c>).
 /// </summary>
 public static class DevicesApi
 {
@@ -31,7 +32,7 @@ public static class DevicesApi
             .Accepts<CreateDeviceRequest>("application/json")
             .ProducesErrors(ErrorCodes.InvalidPciAddress, ErrorCodes.InvalidName, ErrorCodes.ValidationFailed,
                 ErrorStatus.InvalidJson, ErrorCodes.DeviceNotFound, ErrorCodes.AlreadyExists, ErrorCodes.NameExists,
-                ErrorStatus.UnsupportedMediaType, ErrorStatus.PayloadTooLarge, ErrorCodes.StorageUnavailable);
+                ErrorStatus.UnsupportedMediaType, ErrorStatus.PayloadTooLarge, ErrorCodes.StorageUnavailable, ErrorStatus.NotReady);
 
         group.MapGet("/available", ListAvailableDevices)
             .WithName("listAvailableDevices")
@@ -50,7 +51,7 @@ public static class DevicesApi
             .WithDescription("Refused with in_use while the device is attached to an instance. A device the daemon bound is returned to its original driver first.")
             .RequireReady()
             .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.InUse, ErrorCodes.Quarantined, ErrorCodes.OperationFailed,
-                ErrorCodes.UnbindTimeout, ErrorCodes.StorageUnavailable, ErrorStatus.NotReady);
+                ErrorCodes.UnbindTimeout, ErrorCodes.PreconditionFailed, ErrorCodes.StorageUnavailable, ErrorStatus.NotReady);
 
         group.MapPost("/{id}/bind", BindDeviceAsync)
             .WithName("bindDevice")
@@ -63,7 +64,8 @@ public static class DevicesApi
             .Produces<OperationPlanDto>(StatusCodes.Status200OK)
             .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.DeviceNotFound, ErrorCodes.DeviceChanged, ErrorCodes.Quarantined,
                 ErrorCodes.VfioNotAvailable, ErrorCodes.IommuGroupConflict, ErrorCodes.InUse, ErrorCodes.UnbindTimeout,
-                ErrorCodes.OperationFailed, ErrorCodes.StorageUnavailable, ErrorCodes.ValidationFailed, ErrorStatus.NotReady);
+                ErrorCodes.OperationFailed, ErrorCodes.PreconditionFailed, ErrorCodes.StorageUnavailable,
+                ErrorCodes.ValidationFailed, ErrorStatus.NotReady);
 
         group.MapPost("/{id}/unbind", UnbindDeviceAsync)
             .WithName("unbindDevice")
@@ -74,8 +76,31 @@ public static class DevicesApi
             .RequireReady()
             .Produces<OperationPlanDto>(StatusCodes.Status200OK)
             .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.DeviceNotFound, ErrorCodes.DeviceChanged, ErrorCodes.Quarantined,
-                ErrorCodes.InUse, ErrorCodes.UnbindTimeout, ErrorCodes.OperationFailed, ErrorCodes.StorageUnavailable,
-                ErrorCodes.ValidationFailed, ErrorStatus.NotReady);
+                ErrorCodes.InUse, ErrorCodes.UnbindTimeout, ErrorCodes.OperationFailed, ErrorCodes.PreconditionFailed,
+                ErrorCodes.StorageUnavailable, ErrorCodes.ValidationFailed, ErrorStatus.NotReady);
+
+        group.MapPost("/{id}/attach", AttachDeviceAsync)
+            .WithName("attachDevice")
+            .WithSummary("Attach a device to an instance")
+            .WithDescription(
+                "Exclusive: another instance gets in_use with attached_to; the same instance again gets 200 and the same body. " +
+                "Binds to vfio-pci first when needed. The response carries sysfs_path and vfio_group_path for the VMM.")
+            .RequireReady()
+            .Accepts<AttachRequest>("application/json")
+            .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.InUse, ErrorCodes.DeviceNotFound, ErrorCodes.DeviceChanged,
+                ErrorCodes.Quarantined, ErrorCodes.VfioNotAvailable, ErrorCodes.IommuGroupConflict, ErrorCodes.UnbindTimeout,
+                ErrorCodes.OperationFailed, ErrorCodes.NotBound, ErrorCodes.PreconditionFailed, ErrorCodes.ValidationFailed,
+                ErrorStatus.InvalidJson, ErrorStatus.UnsupportedMediaType, ErrorCodes.StorageUnavailable, ErrorStatus.NotReady);
+
+        group.MapPost("/{id}/detach", DetachDeviceAsync)
+            .WithName("detachDevice")
+            .WithSummary("Detach a device from its instance")
+            .WithDescription("Idempotent; another instance gets not_owner. release: true also returns the device to its original driver.")
+            .RequireReady()
+            .Accepts<DetachRequest>("application/json")
+            .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.NotOwner, ErrorCodes.Quarantined, ErrorCodes.InUse,
+                ErrorCodes.UnbindTimeout, ErrorCodes.OperationFailed, ErrorCodes.PreconditionFailed, ErrorCodes.ValidationFailed,
+                ErrorStatus.InvalidJson, ErrorStatus.UnsupportedMediaType, ErrorCodes.StorageUnavailable, ErrorStatus.NotReady);
 
         group.MapPost("/{id}/reset", ResetDeviceAsync)
             .WithName("resetDevice")
@@ -93,10 +118,10 @@ public static class DevicesApi
         TypedResults.Ok(devices.ListDevices().Select(DeviceDto.From).ToList());
 
     public static async Task<Created<DeviceDto>> CreateDeviceAsync(
-        CreateDeviceRequest request, IDeviceManager devices, CancellationToken cancellationToken)
+        CreateDeviceRequest request, IDeviceManager devices, HttpContext context, CancellationToken cancellationToken)
     {
         var device = await devices.CreateDeviceAsync(new CreateDeviceCommand(request.PciAddress!, request.Name), cancellationToken);
-        return TypedResults.Created($"/devices/{device.Id}", DeviceDto.From(device));
+        return TypedResults.Created($"/devices/{device.Id}", DeviceHttp.Respond(context, device));
     }
 
     /// <param name="type">gpu or pci: keep only devices of that type.</param>
@@ -116,16 +141,18 @@ public static class DevicesApi
             .ToList());
     }
 
-    public static Ok<DeviceDto> GetDevice(string id, IDeviceManager devices) =>
-        TypedResults.Ok(DeviceDto.From(devices.GetDevice(id)));
+    public static Ok<DeviceDto> GetDevice(string id, IDeviceManager devices, HttpContext context) =>
+        TypedResults.Ok(DeviceHttp.Respond(context, devices.GetDevice(id)));
 
     /// <param name="id">Device id or name.</param>
     /// <param name="force">Go ahead although processes hold the device.</param>
     /// <param name="devices">The device manager.</param>
+    /// <param name="context">The request.</param>
     /// <param name="cancellationToken">Request aborted.</param>
-    public static async Task<NoContent> DeleteDeviceAsync(string id, bool? force, IDeviceManager devices, CancellationToken cancellationToken)
+    public static async Task<NoContent> DeleteDeviceAsync(string id, bool? force, IDeviceManager devices, HttpContext context,
+        CancellationToken cancellationToken)
     {
-        await devices.DeleteDeviceAsync(id, force ?? false, cancellationToken);
+        await devices.DeleteDeviceAsync(id, force ?? false, DeviceHttp.IfMatch(context.Request), cancellationToken);
         return TypedResults.NoContent();
     }
 
@@ -134,42 +161,65 @@ public static class DevicesApi
     /// <param name="dryRun">Return the plan; write nothing.</param>
     /// <param name="force">Go ahead although processes hold the device.</param>
     /// <param name="devices">The device manager.</param>
+    /// <param name="context">The request.</param>
     /// <param name="cancellationToken">Request aborted.</param>
     public static async Task<Results<Ok<DeviceDto>, Ok<OperationPlanDto>>> BindDeviceAsync(string id, bool? group,
-        [FromQuery(Name = "dry_run")] bool? dryRun, bool? force, IDeviceManager devices, CancellationToken cancellationToken) =>
-        ToResult(await devices.BindToVfioAsync(id, new VfioRequest(group ?? false, force ?? false, dryRun ?? false), cancellationToken));
+        [FromQuery(Name = "dry_run")] bool? dryRun, bool? force, IDeviceManager devices, HttpContext context,
+        CancellationToken cancellationToken) =>
+        ToResult(context, await devices.BindToVfioAsync(id,
+            new VfioRequest(group ?? false, force ?? false, dryRun ?? false, DeviceHttp.IfMatch(context.Request)), cancellationToken));
 
     /// <param name="id">Device id or name.</param>
     /// <param name="group">Accepted for symmetry with bind: every function bound with the device is restored anyway.</param>
     /// <param name="dryRun">Return the plan; write nothing.</param>
     /// <param name="force">Go ahead although processes hold the device.</param>
     /// <param name="devices">The device manager.</param>
+    /// <param name="context">The request.</param>
     /// <param name="cancellationToken">Request aborted.</param>
     public static async Task<Results<Ok<DeviceDto>, Ok<OperationPlanDto>>> UnbindDeviceAsync(string id, bool? group,
-        [FromQuery(Name = "dry_run")] bool? dryRun, bool? force, IDeviceManager devices, CancellationToken cancellationToken)
+        [FromQuery(Name = "dry_run")] bool? dryRun, bool? force, IDeviceManager devices, HttpContext context,
+        CancellationToken cancellationToken)
     {
         _ = group;
-        return ToResult(await devices.UnbindFromVfioAsync(id, new VfioRequest(false, force ?? false, dryRun ?? false), cancellationToken));
+        return ToResult(context, await devices.UnbindFromVfioAsync(id,
+            new VfioRequest(false, force ?? false, dryRun ?? false, DeviceHttp.IfMatch(context.Request)), cancellationToken));
+    }
+
+    public static async Task<Ok<DeviceDto>> AttachDeviceAsync(string id, AttachRequest request, IDeviceManager devices,
+        HttpContext context, CancellationToken cancellationToken)
+    {
+        var device = await devices.AttachAsync(id,
+            new AttachCommand(request.InstanceId!, request.Pid, DeviceHttp.IfMatch(context.Request)), cancellationToken);
+        return TypedResults.Ok(DeviceHttp.Respond(context, device));
+    }
+
+    public static async Task<Ok<DeviceDto>> DetachDeviceAsync(string id, DetachRequest request, IDeviceManager devices,
+        HttpContext context, CancellationToken cancellationToken)
+    {
+        var device = await devices.DetachAsync(id,
+            new DetachCommand(request.InstanceId!, request.Release ?? false, DeviceHttp.IfMatch(context.Request)), cancellationToken);
+        return TypedResults.Ok(DeviceHttp.Respond(context, device));
     }
 
     /// <param name="id">Device id or name.</param>
     /// <param name="method">Reset method for this reset only (one the device lists in reset_method).</param>
     /// <param name="force">Go ahead although processes hold the device.</param>
     /// <param name="devices">The device manager.</param>
+    /// <param name="context">The request.</param>
     /// <param name="cancellationToken">Request aborted.</param>
     public static async Task<Ok<DeviceDto>> ResetDeviceAsync(string id, string? method, bool? force, IDeviceManager devices,
-        CancellationToken cancellationToken)
+        HttpContext context, CancellationToken cancellationToken)
     {
         if (method is not null && (method.Length is 0 or > 32 || !method.All(char.IsAsciiLetterLower)))
         {
             throw ApiProblemException.Validation("method", "must be a reset method name such as flr, pm or bus");
         }
 
-        return TypedResults.Ok(DeviceDto.From(await devices.ResetAsync(id, method, force ?? false, cancellationToken)));
+        return TypedResults.Ok(DeviceHttp.Respond(context, await devices.ResetAsync(id, method, force ?? false, cancellationToken)));
     }
 
-    private static Results<Ok<DeviceDto>, Ok<OperationPlanDto>> ToResult(VfioResult result) =>
+    private static Results<Ok<DeviceDto>, Ok<OperationPlanDto>> ToResult(HttpContext context, VfioResult result) =>
         result.Plan is { } plan
             ? TypedResults.Ok(OperationPlanDto.From(plan))
-            : TypedResults.Ok(DeviceDto.From(result.Device!));
+            : TypedResults.Ok(DeviceHttp.Respond(context, result.Device!));
 }

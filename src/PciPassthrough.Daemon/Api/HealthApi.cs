@@ -38,8 +38,7 @@ public static class HealthApi
             QuarantinedRecords = registry.Quarantined
                 .Select(q => new QuarantinedRecordDto(q.FileName, q.QuarantinePath, q.Reason, q.At))
                 .ToList(),
-            Recovered = startup.Recovered,
-            RecoveryActions = startup.Recovery,
+            StartupReconcile = startup.StartupReconcile,
             Failure = startup.Failure,
         };
         return startup.IsReady

@@ -6,6 +6,8 @@ using PciPassthrough.Daemon.Api.Contracts;
 using PciPassthrough.Daemon.Api.Problems;
 using PciPassthrough.Discovery;
 using PciPassthrough.Journal;
+using PciPassthrough.Lifecycle;
+using PciPassthrough.Reconcile;
 using PciPassthrough.Simulation;
 using PciPassthrough.Vfio;
 using PciPassthrough.PciIds;
@@ -33,6 +35,8 @@ public static class PassthroughHostingExtensions
         services.AddOptions<StateOptions>().BindConfiguration(StateOptions.Section).ValidateOnStart();
         services.AddOptions<VfioOptions>().BindConfiguration(VfioOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<SimulateOptions>().BindConfiguration(SimulateOptions.Section).ValidateOnStart();
+        services.AddOptions<ReconcileOptions>().BindConfiguration(ReconcileOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<LivenessOptions>().BindConfiguration(LivenessOptions.Section).ValidateDataAnnotations().ValidateOnStart();
 
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton(sp => StateDirectory.Resolve(
@@ -48,8 +52,12 @@ public static class PassthroughHostingExtensions
         services.AddSingleton<SysfsVfioBinder>();
         services.AddSingleton<DeviceManager>();
         services.AddSingleton<IDeviceManager>(sp => sp.GetRequiredService<DeviceManager>());
+        services.AddLiveness(builder.Configuration);
+        services.AddSingleton<ReconcileRunner>();
         services.AddSingleton<StartupState>();
+        services.AddSingleton<IStartupGate>(sp => sp.GetRequiredService<StartupState>());
         services.AddHostedService<StartupService>();
+        services.AddHostedService<ReconcileService>();
 
         services.ConfigureHttpJsonOptions(o =>
         {
@@ -89,6 +97,7 @@ public static class PassthroughHostingExtensions
         });
         app.MapHealthApi();
         app.MapDevicesApi();
+        app.MapReconcileApi();
         return app;
     }
 

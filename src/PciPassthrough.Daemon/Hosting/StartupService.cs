@@ -1,3 +1,4 @@
+using PciPassthrough.Reconcile;
 using PciPassthrough.Registry;
 using PciPassthrough.Storage;
 
@@ -5,13 +6,14 @@ namespace PciPassthrough.Daemon.Hosting;
 
 /// <summary>
 /// Loads every device record before the server accepts requests (records are small and served
-/// from memory afterwards), then, with the server already answering health checks, finishes or
-/// undoes the operations a crash left unfinished. Only then is the daemon ready.
+/// from memory afterwards), then, with the server already answering health checks, runs the
+/// start-up reconcile, which first finishes or undoes the operations a crash left unfinished.
+/// Only then is the daemon ready.
 /// </summary>
 public sealed partial class StartupService(
     StateDirectory state,
     DeviceRegistry registry,
-    DeviceManager devices,
+    ReconcileRunner reconcile,
     StartupState startup,
     IHostApplicationLifetime lifetime,
     ILogger<StartupService> logger) : IHostedService
@@ -40,9 +42,9 @@ public sealed partial class StartupService(
     {
         try
         {
-            var actions = await devices.RecoverJournalAsync(stopping);
-            startup.MarkRecovered(actions);
-            LogReady(logger, actions.Count);
+            var report = await reconcile.RunAsync(dryRun: false, startup: true, stopping);
+            startup.MarkReconciled(report);
+            LogReady(logger, report.Actions.Count);
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
@@ -60,10 +62,10 @@ public sealed partial class StartupService(
     private static partial void LogLoaded(ILogger logger, int deviceCount, string stateDirectory, int quarantinedCount);
 
     [LoggerMessage(EventId = 4002, Level = LogLevel.Information,
-        Message = "Start-up recovery done ({ActionCount} unfinished operations handled); ready")]
+        Message = "Start-up reconcile done ({ActionCount} actions); ready")]
     private static partial void LogReady(ILogger logger, int actionCount);
 
     [LoggerMessage(EventId = 4003, Level = LogLevel.Critical,
-        Message = "Start-up recovery failed; the daemon stays not ready and refuses changes")]
+        Message = "Start-up reconcile failed; the daemon stays not ready and refuses changes")]
     private static partial void LogRecoveryFailed(ILogger logger, Exception exception);
 }

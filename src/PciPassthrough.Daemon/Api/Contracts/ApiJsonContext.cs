@@ -9,6 +9,9 @@ namespace PciPassthrough.Daemon.Api.Contracts;
 [JsonSerializable(typeof(AvailableDeviceDto))]
 [JsonSerializable(typeof(List<AvailableDeviceDto>))]
 [JsonSerializable(typeof(CreateDeviceRequest))]
+[JsonSerializable(typeof(AttachRequest))]
+[JsonSerializable(typeof(DetachRequest))]
+[JsonSerializable(typeof(PciPassthrough.Reconcile.ReconcileReport))]
 [JsonSerializable(typeof(ApiProblem))]
 [JsonSerializable(typeof(OperationPlanDto))]
 [JsonSerializable(typeof(PciPassthrough.Vfio.BlockingDevice))]
@@ -17,5 +20,4 @@ namespace PciPassthrough.Daemon.Api.Contracts;
 [JsonSerializable(typeof(List<PciPassthrough.Vfio.DeviceHolder>))]
 [JsonSerializable(typeof(HealthReport))]
 [JsonSerializable(typeof(ReadinessReport))]
-[JsonSerializable(typeof(PciPassthrough.Registry.RecoveryAction))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

@@ -23,11 +23,8 @@ public sealed record ReadinessReport
     [Description("Record files that could not be read at start-up, moved to the quarantine folder")]
     public required IReadOnlyList<QuarantinedRecordDto> QuarantinedRecords { get; init; }
 
-    [Description("Whether start-up recovery of unfinished operations is done")]
-    public required bool Recovered { get; init; }
-
-    [Description("What start-up recovery did about operations a crash left unfinished")]
-    public required IReadOnlyList<PciPassthrough.Registry.RecoveryAction> RecoveryActions { get; init; }
+    [Description("The start-up reconcile's report (interrupted operations finished or undone first), once done")]
+    public required PciPassthrough.Reconcile.ReconcileReport? StartupReconcile { get; init; }
 
     [Description("Why start-up could not finish, or null")]
     public required string? Failure { get; init; }

@@ -1,0 +1,139 @@
+using Microsoft.Extensions.Logging;
+using PciPassthrough.Devices;
+using PciPassthrough.Errors;
+using PciPassthrough.Lifecycle;
+using PciPassthrough.Sysfs;
+using PciPassthrough.Vfio;
+
+namespace PciPassthrough.Registry;
+
+public sealed partial class DeviceManager
+{
+    /// <summary>
+    /// Hands the device to an instance, exclusively. The same instance again is answered as the
+    /// first time (a retried lifecycle hook is safe); another instance gets <c>in_use</c> naming the
+    /// owner. A device not on vfio-pci yet is bound first (its whole group with
+    /// <see cref="VfioOptions.GroupBindOnAttach"/>).
+    /// </summary>
+    public async Task<Device> AttachAsync(string idOrName, AttachCommand command, CancellationToken cancellationToken = default)
+    {
+        if (!InstanceIds.IsValid(command.InstanceId))
+        {
+            throw Validation("instance_id", $"must match [A-Za-z0-9][A-Za-z0-9_.:@-]* and be at most {InstanceIds.MaxLength} characters");
+        }
+
+        if (command.Pid is <= 0)
+        {
+            throw Validation("pid", "must be a positive process id");
+        }
+
+        var record = Find(idOrName);
+        using var held = await _locks.AcquireAsync(LockSet(record), cancellationToken);
+        record = Reload(record);
+        if (record.Attachment is { } existing)
+        {
+            if (existing.InstanceId == command.InstanceId)
+            {
+                // A retried hook: the device is already this instance's. If-Match is not checked
+                // here, so a retry carrying the ETag read before the first attempt succeeds too.
+                return ToDevice(record);
+            }
+
+            throw VfioErrors.Attached(existing.InstanceId);
+        }
+
+        Preconditions.Check(record, command.IfMatch);
+        long? startTime = null;
+        if (command.Pid is { } pid)
+        {
+            startTime = ProcessInfo.StartTime(sysfs, pid) ?? throw Validation("pid", $"no process {pid} is running");
+        }
+
+        var plan = PlanBind(record, new VfioRequest(Group: vfioOptions.Value.GroupBindOnAttach));
+        ThrowIfRefused(record, plan);
+        if (plan.Functions.Count > 0)
+        {
+            record = await RunBindAsync(record, plan, "attach", cancellationToken, command.InstanceId);
+        }
+
+        if (discovery.GetCurrentDriver(record.PciAddress) != SysfsPaths.VfioPciDriver)
+        {
+            throw new PassthroughException(ErrorCodes.NotBound, $"{record.PciAddress} is not on vfio-pci; it cannot be attached");
+        }
+
+        record = registry.Update(record with
+        {
+            Attachment = new AttachmentRecord
+            {
+                InstanceId = command.InstanceId,
+                Pid = command.Pid,
+                PidStartTime = startTime,
+                AttachedAt = Now(),
+            },
+            UpdatedAt = Now(),
+        });
+        LogAttached(logger, record.Id, record.PciAddress, command.InstanceId, command.Pid);
+        return ToDevice(record);
+    }
+
+    /// <summary>
+    /// Takes the device back from an instance. Idempotent: a device attached to nobody is answered
+    /// 200. Only the owner may detach (<c>not_owner</c>). With <see cref="DetachCommand.Release"/> the
+    /// device also goes back to its original driver.
+    /// </summary>
+    public async Task<Device> DetachAsync(string idOrName, DetachCommand command, CancellationToken cancellationToken = default)
+    {
+        if (!InstanceIds.IsValid(command.InstanceId))
+        {
+            throw Validation("instance_id", $"must match [A-Za-z0-9][A-Za-z0-9_.:@-]* and be at most {InstanceIds.MaxLength} characters");
+        }
+
+        var record = Find(idOrName);
+        using var held = await _locks.AcquireAsync(LockSet(record), cancellationToken);
+        record = Reload(record);
+        if (record.Attachment is { } attachment)
+        {
+            if (attachment.InstanceId != command.InstanceId)
+            {
+                throw new PassthroughException(ErrorCodes.NotOwner,
+                    $"Device is attached to instance {attachment.InstanceId}, not {command.InstanceId}",
+                    new Dictionary<string, object?> { ["attached_to"] = attachment.InstanceId });
+            }
+
+        }
+
+        // If-Match guards changes only: a retried detach that finds nothing to do answers 200.
+        var release = command.Release ? PlanUnbind(record with { Attachment = null }, new VfioRequest()) : null;
+        if (record.Attachment is not null || release is { Functions.Count: > 0 })
+        {
+            Preconditions.Check(record, command.IfMatch);
+        }
+
+        if (record.Attachment is not null)
+        {
+            record = registry.Update(record with { Attachment = null, UpdatedAt = Now() });
+            LogDetached(logger, record.Id, record.PciAddress, command.InstanceId);
+        }
+
+        if (release is not null)
+        {
+            var plan = PlanUnbind(record, new VfioRequest());
+            ThrowIfRefused(record, plan);
+            record = await RunRestoreAsync(record, plan, "detach", cancellationToken);
+        }
+
+        return ToDevice(record);
+    }
+
+    private static PassthroughException Validation(string field, string message) =>
+        new(ErrorCodes.ValidationFailed, $"{field} {message}",
+            new Dictionary<string, object?> { ["errors"] = new Dictionary<string, string[]> { [field] = [message] } });
+
+    [LoggerMessage(EventId = 3301, Level = LogLevel.Information,
+        Message = "Attached device {DeviceId} at {PciAddress} to instance {InstanceId} (pid {Pid})")]
+    private static partial void LogAttached(ILogger logger, string deviceId, PciAddress pciAddress, string instanceId, int? pid);
+
+    [LoggerMessage(EventId = 3302, Level = LogLevel.Information,
+        Message = "Detached device {DeviceId} at {PciAddress} from instance {InstanceId}")]
+    private static partial void LogDetached(ILogger logger, string deviceId, PciAddress pciAddress, string instanceId);
+}

@@ -35,7 +35,9 @@ public sealed class SysfsTreeBuilder
     public SysfsTreeBuilder WithIommu(string unit = "dmar0", string cmdline = "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet intel_iommu=on iommu=pt")
     {
         Directory.CreateDirectory(Sys("kernel/iommu_groups"));
-        Directory.CreateDirectory(Sys($"class/iommu/{unit}"));
+        Directory.CreateDirectory(Sys($"class/iommu/{unit}/intel-iommu"));
+        // Extended capabilities of a unit with interrupt remapping (bit 3), as VT-d reports them.
+        WriteIfMissing(Sys($"class/iommu/{unit}/intel-iommu/ecap"), "f050da\n");
         Directory.CreateDirectory(Path.Combine(Root, "dev", "vfio"));
         WriteIfMissing(Path.Combine(Root, "dev", "vfio", "vfio"), "");
         File.WriteAllText(Path.Combine(Root, "proc", "cmdline"), cmdline + "\n");

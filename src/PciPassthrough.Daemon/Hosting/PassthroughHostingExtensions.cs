@@ -5,6 +5,7 @@ using PciPassthrough.Daemon.Api;
 using PciPassthrough.Daemon.Api.Contracts;
 using PciPassthrough.Daemon.Api.Problems;
 using PciPassthrough.Discovery;
+using PciPassthrough.HostReadiness;
 using PciPassthrough.Journal;
 using PciPassthrough.Lifecycle;
 using PciPassthrough.Reconcile;
@@ -52,6 +53,7 @@ public static class PassthroughHostingExtensions
         services.AddSingleton<SysfsVfioBinder>();
         services.AddSingleton<DeviceManager>();
         services.AddSingleton<IDeviceManager>(sp => sp.GetRequiredService<DeviceManager>());
+        services.AddSingleton<HostInspector>();
         services.AddLiveness(builder.Configuration);
         services.AddSingleton<ReconcileRunner>();
         services.AddSingleton<StartupState>();
@@ -98,6 +100,7 @@ public static class PassthroughHostingExtensions
         app.MapHealthApi();
         app.MapDevicesApi();
         app.MapReconcileApi();
+        app.MapHostApi();
         return app;
     }
 

@@ -19,5 +19,6 @@ namespace PciPassthrough.Daemon.Api.Contracts;
 [JsonSerializable(typeof(List<PciPassthrough.Vfio.BlockingDevice>))]
 [JsonSerializable(typeof(List<PciPassthrough.Vfio.DeviceHolder>))]
 [JsonSerializable(typeof(HealthReport))]
+[JsonSerializable(typeof(PciPassthrough.HostReadiness.HostReport))]
 [JsonSerializable(typeof(ReadinessReport))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

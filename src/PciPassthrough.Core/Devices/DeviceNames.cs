@@ -15,8 +15,11 @@ public static partial class DeviceNames
     [GeneratedRegex(@"\A[a-zA-Z0-9][a-zA-Z0-9_.-]+\z", RegexOptions.CultureInvariant)]
     private static partial Regex NameRegex();
 
+    /// <summary>Names that are path segments of the API (<c>GET /devices/available</c>), so a device could never be reached by them.</summary>
+    public static readonly IReadOnlySet<string> Reserved = new HashSet<string>(StringComparer.Ordinal) { "available" };
+
     public static bool IsValid([NotNullWhen(true)] string? name) =>
-        name is { Length: <= MaxLength } && NameRegex().IsMatch(name);
+        name is { Length: <= MaxLength } && NameRegex().IsMatch(name) && !Reserved.Contains(name);
 
     /// <summary>The name given to a device registered without one: <c>pci-0000-a2-00-0</c>.</summary>
     public static string FromAddress(PciAddress address) =>

@@ -19,7 +19,8 @@ public sealed class PciDiscovery(ISysfs sysfs, PciIdsProvider pciIds) : IPciDisc
         foreach (var entry in sysfs.ListDirectory(SysfsPaths.PciDevices))
         {
             // Entries are named by the kernel; anything that is not an address is not a PCI function.
-            if (PciAddress.TryParse(entry, out var address) && ReadDevice(address, groups) is { IsBridge: false } device)
+            if (PciAddress.TryParse(entry, out var address) && entry == address.ToString() &&
+                ReadDevice(address, groups) is { IsBridge: false } device)
             {
                 devices.Add(device);
             }
@@ -41,7 +42,8 @@ public sealed class PciDiscovery(ISysfs sysfs, PciIdsProvider pciIds) : IPciDisc
         var members = new List<PciAddress>();
         foreach (var entry in sysfs.ListDirectory(SysfsPaths.IommuGroupDevices(iommuGroup)))
         {
-            if (PciAddress.TryParse(entry, out var member))
+            // The kernel names entries canonically; anything else is not one of its devices.
+            if (PciAddress.TryParse(entry, out var member) && entry == member.ToString())
             {
                 members.Add(member);
             }

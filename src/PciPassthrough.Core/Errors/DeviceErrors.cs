@@ -15,7 +15,7 @@ public static class DeviceErrors
 
     public static PassthroughException InvalidName() =>
         new(ErrorCodes.InvalidName,
-            $"Device name must match {Devices.DeviceNames.Pattern} and be at most {Devices.DeviceNames.MaxLength} characters");
+            $"Device name must match {Devices.DeviceNames.Pattern}, be at most {Devices.DeviceNames.MaxLength} characters and not be \"available\"");
 
     public static PassthroughException InvalidPciAddress() =>
         new(ErrorCodes.InvalidPciAddress,

@@ -74,14 +74,10 @@ public sealed partial class JsonFileDeviceStore(StateDirectory state, TimeProvid
         AtomicFile.WriteAllBytes(PathOf(record.Id), bytes);
     }
 
-    public void Delete(string id)
-    {
-        var path = PathOf(id);
-        if (File.Exists(path))
-        {
-            AtomicFile.Delete(path);
-        }
-    }
+    public void Delete(string id) =>
+        // No existence check: deleting a missing file is a no-op, and the directory fsync that
+        // follows fails when devices/ itself is broken, which must surface as storage_unavailable.
+        AtomicFile.Delete(PathOf(id));
 
     private string PathOf(string id)
     {

@@ -10,7 +10,8 @@ public static class ListenAddressPolicy
 {
     public static void Validate(IConfiguration configuration)
     {
-        if (configuration.GetSection("Auth").GetChildren().Any(c => c.Value is not null || c.GetChildren().Any()))
+        // An empty value (Auth__TokensFile=) configures nothing: it must not open the API.
+        if (configuration.GetSection("Auth").AsEnumerable().Any(kv => !string.IsNullOrWhiteSpace(kv.Value)))
         {
             return;
         }
@@ -40,7 +41,20 @@ public static class ListenAddressPolicy
         // "http://+:80", "http://*:80" and "http://0.0.0.0:80" all mean every interface.
         var host = url.Split("://", 2) is [_, var rest] ? rest : url;
         host = host.Split('/', 2)[0];
-        host = host.StartsWith('[') ? host[1..host.IndexOf(']', StringComparison.Ordinal)] : host.Split(':')[0];
+        if (host.StartsWith('['))
+        {
+            var close = host.IndexOf(']', StringComparison.Ordinal);
+            if (close < 0)
+            {
+                return false; // malformed: never counts as local
+            }
+
+            host = host[1..close];
+        }
+        else
+        {
+            host = host.Split(':')[0];
+        }
         return host.Equals("localhost", StringComparison.OrdinalIgnoreCase) ||
             (IPAddress.TryParse(host, out var address) && IPAddress.IsLoopback(address));
     }

@@ -7,7 +7,8 @@ namespace PciPassthrough.Daemon.Api.Contracts;
 /// <summary>Body of <c>POST /devices</c>.</summary>
 public sealed record CreateDeviceRequest
 {
-    [Required]
+    // An empty string is an address that fails the format (invalid_pci_address), not a missing field.
+    [Required(AllowEmptyStrings = true)]
     [Description("PCI address, DDDD:BB:DD.F or BB:DD.F (hex, case-insensitive)")]
     public string? PciAddress { get; init; }
 

@@ -16,7 +16,7 @@ namespace PciPassthrough.Daemon.Api.Tests;
 /// The <c>/devices</c> contract end to end: the daemon in-process over a GPU-server tree, a small
 /// pci.ids of the test's own (so which names are null is known) and a temp state directory.
 /// </summary>
-public sealed partial class DevicesApiTests : IDisposable
+public sealed partial class DevicesApiTests : IClassFixture<DevicesApiTests.SharedDaemon>, IDisposable
 {
     private const string Ids =
         "10de  NVIDIA Corporation\n" +
@@ -43,13 +43,64 @@ public sealed partial class DevicesApiTests : IDisposable
         "class_code", "type", "numa_node", "registered", "iommu_group_members",
     ];
 
-    private readonly TempDirectory _host = new("pcipt-api-host");
-    private readonly TempDirectory _state = new("pcipt-api-state");
-    private readonly string _pciIds;
+    private readonly SharedDaemon _shared;
+    private readonly Lazy<TempDirectory> _host = new(() => WriteHost(new TempDirectory("pcipt-api-host")));
+    private readonly Lazy<TempDirectory> _state = new(() => new TempDirectory("pcipt-api-state"));
 
-    public DevicesApiTests()
+    public DevicesApiTests(SharedDaemon shared)
     {
-        GpuServerFixture.WriteTo(_host.Path).AddDevice(new SimulatedDeviceSpec
+        _shared = shared;
+    }
+
+    public void Dispose()
+    {
+        if (_host.IsValueCreated)
+        {
+            _host.Value.Dispose();
+        }
+
+        if (_state.IsValueCreated)
+        {
+            _state.Value.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// One daemon for the tests that only read or are refused: it holds exactly one device,
+    /// <see cref="SharedDaemon.Id"/> named <c>gpu0</c> at <c>0000:af:00.0</c>, and a refused request must
+    /// leave it that way. Tests that register or delete devices start a daemon of their own.
+    /// </summary>
+    public sealed class SharedDaemon : IAsyncLifetime
+    {
+        private readonly TempDirectory _host = WriteHost(new TempDirectory("pcipt-api-shared-host"));
+        private readonly TempDirectory _state = new("pcipt-api-shared-state");
+        private PassthroughApplication? _app;
+
+        public string Id { get; private set; } = "";
+
+        public string StatePath => _state.Path;
+
+        public HttpClient Client { get; private set; } = null!;
+
+        public async Task InitializeAsync()
+        {
+            _app = new PassthroughApplication(_host.Path, _state.Path, Settings(_host.Path));
+            Client = _app.CreateClient();
+            Id = (await CreateAsync(Client, "0000:af:00.0", "gpu0")).GetProperty("id").GetString()!;
+        }
+
+        public Task DisposeAsync()
+        {
+            _app?.Dispose();
+            _host.Dispose();
+            _state.Dispose();
+            return Task.CompletedTask;
+        }
+    }
+
+    private static TempDirectory WriteHost(TempDirectory host)
+    {
+        GpuServerFixture.WriteTo(host.Path).AddDevice(new SimulatedDeviceSpec
         {
             Address = PciAddress.Parse(Bare),
             VendorId = 0x1234,
@@ -57,14 +108,20 @@ public sealed partial class DevicesApiTests : IDisposable
             ClassCode = 0x120000,
             IommuGroup = 60,
         });
-        _pciIds = _host.Combine("pci.ids");
-        File.WriteAllText(_pciIds, Ids);
+        File.WriteAllText(Path.Combine(host.Path, "pci.ids"), Ids);
+        return host;
     }
 
-    public void Dispose()
+    private static Dictionary<string, string?> Settings(string host) =>
+        new() { ["Host:PciIds"] = Path.Combine(host, "pci.ids") };
+
+    private HttpClient Shared => _shared.Client;
+
+    /// <summary>The shared daemon still holds exactly its one device.</summary>
+    private async Task AssertSharedUnchangedAsync()
     {
-        _host.Dispose();
-        _state.Dispose();
+        var list = (await HttpAssert.JsonBodyAsync(await Shared.GetAsync("/devices"))).EnumerateArray().ToList();
+        Assert.Equal(_shared.Id, Assert.Single(list).GetProperty("id").GetString());
     }
 
     [GeneratedRegex(@"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,7})?Z$")]
@@ -76,8 +133,7 @@ public sealed partial class DevicesApiTests : IDisposable
     [GeneratedRegex("^[0-9a-f]{6}$")]
     private static partial Regex Hex6();
 
-    private PassthroughApplication App(string? stateDirectory = null) =>
-        new(_host.Path, stateDirectory ?? _state.Path, new Dictionary<string, string?> { ["Host:PciIds"] = _pciIds });
+    private PassthroughApplication App() => new(_host.Value.Path, _state.Value.Path, Settings(_host.Value.Path));
 
     private static Task<HttpResponseMessage> PostAsync(HttpClient client, string json, string mediaType = "application/json") =>
         client.PostAsync("/devices", HttpAssert.Json(json, mediaType));
@@ -272,11 +328,7 @@ public sealed partial class DevicesApiTests : IDisposable
     [Fact]
     public async Task ListAvailable_All_EveryNonBridgeFunctionOrderedWithContractFields()
     {
-        using var app = App();
-        var client = app.CreateClient();
-        await CreateAsync(client, "0000:17:00.0");
-
-        var response = await client.GetAsync("/devices/available");
+        var response = await Shared.GetAsync("/devices/available");
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         HttpAssert.MediaType(response, "application/json");
@@ -284,16 +336,22 @@ public sealed partial class DevicesApiTests : IDisposable
         Assert.All(list, AssertAvailableShape);
         var expected = GpuServerFixture.Devices.Where(d => !d.IsBridge).Select(d => d.Address).Append(PciAddress.Parse(Bare)).Order();
         Assert.Equal(expected.Select(a => a.ToString()), list.Select(d => d.GetProperty("pci_address").GetString()));
+        Assert.Equal(["0000:af:00.0"], list.Where(d => d.GetProperty("registered").GetBoolean()).Select(d => d.GetProperty("pci_address").GetString()));
 
         var gpu = list.Single(d => d.GetProperty("pci_address").GetString() == "0000:17:00.0");
-        Assert.True(gpu.GetProperty("registered").GetBoolean());
+        Assert.False(gpu.GetProperty("registered").GetBoolean());
         Assert.Equal(["0000:17:00.0", "0000:17:00.1"], gpu.GetProperty("iommu_group_members").EnumerateArray().Select(m => m.GetString()));
+        Assert.Equal(11, gpu.GetProperty("iommu_group").GetInt32());
+        Assert.Equal("10de", gpu.GetProperty("vendor_id").GetString());
+        Assert.Equal("2230", gpu.GetProperty("device_id").GetString());
         Assert.Equal("NVIDIA Corporation", gpu.GetProperty("vendor_name").GetString());
+        Assert.Equal("GA102GL [RTX A6000]", gpu.GetProperty("device_name").GetString());
+        Assert.Equal("nvidia", gpu.GetProperty("current_driver").GetString());
+        Assert.Equal("030000", gpu.GetProperty("class_code").GetString());
         Assert.Equal("gpu", gpu.GetProperty("type").GetString());
         Assert.Equal(0, gpu.GetProperty("numa_node").GetInt32());
 
         var vga = list.Single(d => d.GetProperty("pci_address").GetString() == "0000:03:00.0");
-        Assert.False(vga.GetProperty("registered").GetBoolean());
         Assert.Equal(["0000:00:1c.0", "0000:02:00.0", "0000:03:00.0", "0000:04:00.0"],
             vga.GetProperty("iommu_group_members").EnumerateArray().Select(m => m.GetString()));
 
@@ -307,20 +365,17 @@ public sealed partial class DevicesApiTests : IDisposable
     [Fact]
     public async Task ListAvailable_TypeGpu_DisplayControllersOnly()
     {
-        using var app = App();
-
-        var list = (await HttpAssert.JsonBodyAsync(await app.CreateClient().GetAsync("/devices/available?type=gpu"))).EnumerateArray().ToList();
+        var list = (await HttpAssert.JsonBodyAsync(await Shared.GetAsync("/devices/available?type=gpu"))).EnumerateArray().ToList();
 
         Assert.Equal(["0000:03:00.0", "0000:17:00.0", "0000:af:00.0"], list.Select(d => d.GetProperty("pci_address").GetString()));
         Assert.All(list, d => Assert.Equal("gpu", d.GetProperty("type").GetString()));
+        Assert.All(list, AssertAvailableShape);
     }
 
     [Fact]
     public async Task ListAvailable_TypePci_EverythingElse()
     {
-        using var app = App();
-
-        var list = (await HttpAssert.JsonBodyAsync(await app.CreateClient().GetAsync("/devices/available?type=pci"))).EnumerateArray().ToList();
+        var list = (await HttpAssert.JsonBodyAsync(await Shared.GetAsync("/devices/available?type=pci"))).EnumerateArray().ToList();
 
         Assert.Equal(10, list.Count);
         Assert.All(list, d => Assert.Equal("pci", d.GetProperty("type").GetString()));
@@ -333,9 +388,7 @@ public sealed partial class DevicesApiTests : IDisposable
     [InlineData("gpu%00")]
     public async Task ListAvailable_UnknownType_400ValidationFailed(string type)
     {
-        using var app = App();
-
-        var response = await app.CreateClient().GetAsync($"/devices/available?type={type}");
+        var response = await Shared.GetAsync($"/devices/available?type={type}");
 
         var problem = await HttpAssert.ProblemAsync(response, HttpStatusCode.BadRequest, "validation_failed");
         Assert.True(problem.GetProperty("errors").TryGetProperty("type", out _), problem.ToString());
@@ -346,18 +399,17 @@ public sealed partial class DevicesApiTests : IDisposable
     [Fact]
     public async Task GetDevice_ByIdAndByName_SameJson()
     {
-        using var app = App();
-        var client = app.CreateClient();
-        var created = await CreateAsync(client, "0000:17:00.0", "gpu0");
-
-        var byId = await client.GetAsync($"/devices/{created.GetProperty("id").GetString()}");
-        var byName = await client.GetAsync("/devices/gpu0");
+        var byId = await Shared.GetAsync($"/devices/{_shared.Id}");
+        var byName = await Shared.GetAsync("/devices/gpu0");
 
         Assert.Equal(HttpStatusCode.OK, byId.StatusCode);
         Assert.Equal(HttpStatusCode.OK, byName.StatusCode);
+        HttpAssert.MediaType(byId, "application/json");
         var a = JsonNode.Parse(await byId.Content.ReadAsStringAsync());
         Assert.True(JsonNode.DeepEquals(a, JsonNode.Parse(await byName.Content.ReadAsStringAsync())));
-        Assert.True(JsonNode.DeepEquals(a, JsonNode.Parse(created.GetRawText())));
+        Assert.Equal(_shared.Id, (string?)a!["id"]);
+        Assert.Equal("0000:af:00.0", (string?)a["pci_address"]);
+        AssertDeviceShape(await HttpAssert.JsonBodyAsync(await Shared.GetAsync("/devices/gpu0")));
     }
 
     [Fact]
@@ -375,7 +427,7 @@ public sealed partial class DevicesApiTests : IDisposable
         await HttpAssert.ProblemAsync(await client.GetAsync("/devices/gpu0"), HttpStatusCode.NotFound, "not_found");
         await HttpAssert.ProblemAsync(await client.DeleteAsync($"/devices/{id}"), HttpStatusCode.NotFound, "not_found");
         Assert.Equal("[]", await client.GetStringAsync("/devices"));
-        Assert.Empty(Directory.EnumerateFiles(Path.Combine(_state.Path, "devices")));
+        Assert.Empty(Directory.EnumerateFiles(Path.Combine(_state.Value.Path, "devices")));
     }
 
     [Fact]
@@ -396,7 +448,10 @@ public sealed partial class DevicesApiTests : IDisposable
         "..%2F..%2Fetc%2Fpasswd",
         "..%2F..",
         "%2E%2E",
-        "0000:17:00.0",
+        "0000:af:00.0",
+        "af:00.0",
+        "pci-0000-af-00-0",
+        "GPU0",
         "gpu0%0A",
         "gpu0%20",
         "%C3%A9",
@@ -408,13 +463,9 @@ public sealed partial class DevicesApiTests : IDisposable
     [MemberData(nameof(UnknownIds))]
     public async Task GetAndDelete_UnknownId_404NotFound(string id)
     {
-        using var app = App();
-        var client = app.CreateClient();
-        await CreateAsync(client, "0000:17:00.0", "gpu0");
-
-        await HttpAssert.ProblemAsync(await client.GetAsync($"/devices/{id}"), HttpStatusCode.NotFound, "not_found");
-        await HttpAssert.ProblemAsync(await client.DeleteAsync($"/devices/{id}"), HttpStatusCode.NotFound, "not_found");
-        Assert.Single((await HttpAssert.JsonBodyAsync(await client.GetAsync("/devices"))).EnumerateArray());
+        await HttpAssert.ProblemAsync(await Shared.GetAsync($"/devices/{id}"), HttpStatusCode.NotFound, "not_found");
+        await HttpAssert.ProblemAsync(await Shared.DeleteAsync($"/devices/{id}"), HttpStatusCode.NotFound, "not_found");
+        await AssertSharedUnchangedAsync();
     }
 
     // ---- error codes of POST /devices ----
@@ -444,11 +495,10 @@ public sealed partial class DevicesApiTests : IDisposable
     [MemberData(nameof(InvalidAddresses))]
     public async Task CreateDevice_InvalidAddress_400InvalidPciAddress(string address)
     {
-        using var app = App();
-
-        var response = await PostAsync(app.CreateClient(), $$"""{"pci_address":"{{address}}","name":"-also bad"}""");
+        var response = await PostAsync(Shared, $$"""{"pci_address":"{{address}}","name":"-also bad"}""");
 
         await HttpAssert.ProblemAsync(response, HttpStatusCode.BadRequest, "invalid_pci_address");
+        await AssertSharedUnchangedAsync();
     }
 
     /// <summary>An empty address is present and fails the format: the contract's invalid_pci_address.</summary>
@@ -457,9 +507,7 @@ public sealed partial class DevicesApiTests : IDisposable
     [InlineData("   ")]
     public async Task CreateDevice_EmptyAddress_400InvalidPciAddress(string address)
     {
-        using var app = App();
-
-        var response = await PostAsync(app.CreateClient(), $$"""{"pci_address":"{{address}}"}""");
+        var response = await PostAsync(Shared, $$"""{"pci_address":"{{address}}"}""");
 
         await HttpAssert.ProblemAsync(response, HttpStatusCode.BadRequest, "invalid_pci_address");
     }
@@ -477,34 +525,27 @@ public sealed partial class DevicesApiTests : IDisposable
     [InlineData("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")]
     public async Task CreateDevice_InvalidName_400InvalidName(string name)
     {
-        using var app = App();
-
-        var response = await PostAsync(app.CreateClient(), $$"""{"pci_address":"0000:17:00.0","name":"{{name}}"}""");
+        // At the registered address: were the name wrongly accepted, nothing would be created.
+        var response = await PostAsync(Shared, $$"""{"pci_address":"0000:af:00.0","name":"{{name}}"}""");
 
         await HttpAssert.ProblemAsync(response, HttpStatusCode.BadRequest, "invalid_name");
+        await AssertSharedUnchangedAsync();
     }
 
     [Fact]
     public async Task CreateDevice_NameTaken_409NameExists()
     {
-        using var app = App();
-        var client = app.CreateClient();
-        await CreateAsync(client, "0000:17:00.0", "gpu0");
-
-        await HttpAssert.ProblemAsync(await PostAsync(client, """{"pci_address":"0000:af:00.0","name":"gpu0"}"""),
+        await HttpAssert.ProblemAsync(await PostAsync(Shared, """{"pci_address":"0000:17:00.0","name":"gpu0"}"""),
             HttpStatusCode.Conflict, "name_exists");
-        Assert.Single((await HttpAssert.JsonBodyAsync(await client.GetAsync("/devices"))).EnumerateArray());
+        await AssertSharedUnchangedAsync();
     }
 
     [Fact]
     public async Task CreateDevice_NameEqualToAnotherDevicesId_409NameExists()
     {
-        using var app = App();
-        var client = app.CreateClient();
-        var id = (await CreateAsync(client, "0000:17:00.0")).GetProperty("id").GetString();
-
-        await HttpAssert.ProblemAsync(await PostAsync(client, $$"""{"pci_address":"0000:af:00.0","name":"{{id}}"}"""),
+        await HttpAssert.ProblemAsync(await PostAsync(Shared, $$"""{"pci_address":"0000:17:00.0","name":"{{_shared.Id}}"}"""),
             HttpStatusCode.Conflict, "name_exists");
+        await AssertSharedUnchangedAsync();
     }
 
     [Theory]
@@ -514,34 +555,29 @@ public sealed partial class DevicesApiTests : IDisposable
     [InlineData("AF:00.0")]
     public async Task CreateDevice_AddressRegistered_409AlreadyExists(string again)
     {
-        using var app = App();
-        var client = app.CreateClient();
-        var id = (await CreateAsync(client, "0000:af:00.0", "gpu0")).GetProperty("id").GetString();
-
-        var problem = await HttpAssert.ProblemAsync(await PostAsync(client, $$"""{"pci_address":"{{again}}","name":"gpu1"}"""),
+        var problem = await HttpAssert.ProblemAsync(await PostAsync(Shared, $$"""{"pci_address":"{{again}}","name":"gpu1"}"""),
             HttpStatusCode.Conflict, "already_exists");
 
-        Assert.Equal(id, problem.GetProperty("device_id").GetString());
+        Assert.Equal(_shared.Id, problem.GetProperty("device_id").GetString());
+        await AssertSharedUnchangedAsync();
     }
 
     [Fact]
     public async Task CreateDevice_NoSuchDevice_404DeviceNotFound()
     {
-        using var app = App();
-
-        await HttpAssert.ProblemAsync(await PostAsync(app.CreateClient(), """{"pci_address":"0000:99:00.0"}"""),
+        await HttpAssert.ProblemAsync(await PostAsync(Shared, """{"pci_address":"0000:99:00.0"}"""),
             HttpStatusCode.NotFound, "device_not_found");
+        await AssertSharedUnchangedAsync();
     }
 
     [Fact]
     public async Task CreateDevice_Bridge_400ValidationFailed()
     {
-        using var app = App();
-
-        var problem = await HttpAssert.ProblemAsync(await PostAsync(app.CreateClient(), """{"pci_address":"0000:00:1c.0"}"""),
+        var problem = await HttpAssert.ProblemAsync(await PostAsync(Shared, """{"pci_address":"0000:00:1c.0"}"""),
             HttpStatusCode.BadRequest, "validation_failed");
 
         Assert.True(problem.GetProperty("errors").TryGetProperty("pci_address", out _), problem.ToString());
+        await AssertSharedUnchangedAsync();
     }
 
     [Theory]
@@ -553,11 +589,10 @@ public sealed partial class DevicesApiTests : IDisposable
     [InlineData("""{"pci_address":"0000:17:00.0","name":false}""", "name")]
     public async Task CreateDevice_WrongJsonType_400ValidationFailed(string body, string field)
     {
-        using var app = App();
-
-        var problem = await HttpAssert.ProblemAsync(await PostAsync(app.CreateClient(), body), HttpStatusCode.BadRequest, "validation_failed");
+        var problem = await HttpAssert.ProblemAsync(await PostAsync(Shared, body), HttpStatusCode.BadRequest, "validation_failed");
 
         Assert.True(problem.GetProperty("errors").TryGetProperty(field, out _), problem.ToString());
+        await AssertSharedUnchangedAsync();
     }
 
     [Theory]
@@ -566,9 +601,7 @@ public sealed partial class DevicesApiTests : IDisposable
     [InlineData("""{"pci_address":null}""")]
     public async Task CreateDevice_MissingAddress_400ValidationFailed(string body)
     {
-        using var app = App();
-
-        var problem = await HttpAssert.ProblemAsync(await PostAsync(app.CreateClient(), body), HttpStatusCode.BadRequest, "validation_failed");
+        var problem = await HttpAssert.ProblemAsync(await PostAsync(Shared, body), HttpStatusCode.BadRequest, "validation_failed");
 
         Assert.True(problem.GetProperty("errors").TryGetProperty("pci_address", out _), problem.ToString());
     }
@@ -581,9 +614,8 @@ public sealed partial class DevicesApiTests : IDisposable
     [InlineData("null")]
     public async Task CreateDevice_BodyNotAnObject_400ValidationFailed(string body)
     {
-        using var app = App();
-
-        await HttpAssert.ProblemAsync(await PostAsync(app.CreateClient(), body), HttpStatusCode.BadRequest, "validation_failed");
+        await HttpAssert.ProblemAsync(await PostAsync(Shared, body), HttpStatusCode.BadRequest, "validation_failed");
+        await AssertSharedUnchangedAsync();
     }
 
     [Theory]
@@ -595,9 +627,7 @@ public sealed partial class DevicesApiTests : IDisposable
     [InlineData("")]
     public async Task CreateDevice_MalformedJson_400InvalidJson(string body)
     {
-        using var app = App();
-
-        await HttpAssert.ProblemAsync(await PostAsync(app.CreateClient(), body), HttpStatusCode.BadRequest, "invalid_json");
+        await HttpAssert.ProblemAsync(await PostAsync(Shared, body), HttpStatusCode.BadRequest, "invalid_json");
     }
 
     [Theory]
@@ -606,36 +636,32 @@ public sealed partial class DevicesApiTests : IDisposable
     [InlineData("application/xml")]
     public async Task CreateDevice_WrongContentType_415(string mediaType)
     {
-        using var app = App();
+        var response = await PostAsync(Shared, """{"pci_address":"0000:17:00.0"}""", mediaType);
 
-        var response = await PostAsync(app.CreateClient(), """{"pci_address":"0000:17:00.0"}""", mediaType);
-
-        var problem = await HttpAssert.ProblemAsync(response, HttpStatusCode.UnsupportedMediaType, "unsupported_media_type");
-        Assert.Equal("[]", await app.CreateClient().GetStringAsync("/devices"));
-        Assert.NotNull(problem.GetProperty("detail").GetString());
+        await HttpAssert.ProblemAsync(response, HttpStatusCode.UnsupportedMediaType, "unsupported_media_type");
+        await AssertSharedUnchangedAsync();
     }
 
     [Fact]
     public async Task CreateDevice_NoContentType_415()
     {
-        using var app = App();
         var content = new ByteArrayContent(Encoding.UTF8.GetBytes("""{"pci_address":"0000:17:00.0"}"""));
 
-        var response = await app.CreateClient().PostAsync("/devices", content);
+        var response = await Shared.PostAsync("/devices", content);
 
         await HttpAssert.ProblemAsync(response, HttpStatusCode.UnsupportedMediaType, "unsupported_media_type");
+        await AssertSharedUnchangedAsync();
     }
 
     [Fact]
     public async Task CreateDevice_BodyOver64KiB_413()
     {
-        using var app = App();
-        var body = $$"""{"pci_address":"0000:17:00.0","name":"gpu0","pad":"{{new string('x', 64 * 1024)}}"}""";
+        var body = $$"""{"pci_address":"0000:17:00.0","name":"gpu1","pad":"{{new string('x', 64 * 1024)}}"}""";
 
-        var response = await PostAsync(app.CreateClient(), body);
+        var response = await PostAsync(Shared, body);
 
         await HttpAssert.ProblemAsync(response, HttpStatusCode.RequestEntityTooLarge, "payload_too_large");
-        Assert.Equal("[]", await app.CreateClient().GetStringAsync("/devices"));
+        await AssertSharedUnchangedAsync();
     }
 
     [Fact]
@@ -660,30 +686,25 @@ public sealed partial class DevicesApiTests : IDisposable
     [InlineData("POST", "/healthz")]
     public async Task WrongMethod_405WithProblemBody(string method, string path)
     {
-        using var app = App();
-
-        var response = await app.CreateClient().SendAsync(new HttpRequestMessage(new HttpMethod(method), path)
+        var response = await Shared.SendAsync(new HttpRequestMessage(new HttpMethod(method), path)
         {
-            Content = HttpAssert.Json("{}"),
+            Content = HttpAssert.Json("""{"pci_address":"0000:17:00.0"}"""),
         });
 
         await HttpAssert.ProblemAsync(response, HttpStatusCode.MethodNotAllowed, "method_not_allowed");
+        await AssertSharedUnchangedAsync();
     }
 
     [Fact]
     public async Task UnknownRoute_404WithProblemBody()
     {
-        using var app = App();
-
-        await HttpAssert.ProblemAsync(await app.CreateClient().GetAsync("/nothing/here"), HttpStatusCode.NotFound, "not_found");
+        await HttpAssert.ProblemAsync(await Shared.GetAsync("/nothing/here"), HttpStatusCode.NotFound, "not_found");
     }
 
     [Fact]
     public async Task Problem_TypeNamesTheCode()
     {
-        using var app = App();
-
-        var problem = await HttpAssert.ProblemAsync(await app.CreateClient().GetAsync("/devices/nope"), HttpStatusCode.NotFound, "not_found");
+        var problem = await HttpAssert.ProblemAsync(await Shared.GetAsync("/devices/nope"), HttpStatusCode.NotFound, "not_found");
 
         Assert.EndsWith("not_found", problem.GetProperty("type").GetString(), StringComparison.Ordinal);
     }
@@ -693,9 +714,7 @@ public sealed partial class DevicesApiTests : IDisposable
     [Fact]
     public async Task Healthz_Running_200Ok()
     {
-        using var app = App();
-
-        var response = await app.CreateClient().GetAsync("/healthz");
+        var response = await Shared.GetAsync("/healthz");
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal("ok", (await HttpAssert.JsonBodyAsync(response)).GetProperty("status").GetString());
@@ -704,18 +723,14 @@ public sealed partial class DevicesApiTests : IDisposable
     [Fact]
     public async Task Readyz_Started_200WithReport()
     {
-        using var app = App();
-        var client = app.CreateClient();
-        await CreateAsync(client, "0000:17:00.0");
-
-        var response = await client.GetAsync("/readyz");
+        var response = await Shared.GetAsync("/readyz");
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var report = await HttpAssert.JsonBodyAsync(response);
         Assert.Equal("ready", report.GetProperty("status").GetString());
         Assert.True(report.GetProperty("registry_loaded").GetBoolean());
         Assert.Equal(1, report.GetProperty("devices").GetInt32());
-        Assert.Equal(Path.GetFullPath(_state.Path), report.GetProperty("state_directory").GetString());
+        Assert.Equal(Path.GetFullPath(_shared.StatePath), report.GetProperty("state_directory").GetString());
         Assert.Empty(report.GetProperty("quarantined_records").EnumerateArray());
     }
 
@@ -730,7 +745,7 @@ public sealed partial class DevicesApiTests : IDisposable
 
         var corruptName = Cuid2Generator.Shared.Next() + ".json";
         var corruptBytes = Encoding.UTF8.GetBytes("{ \"id\": \"truncated");
-        File.WriteAllBytes(Path.Combine(_state.Path, "devices", corruptName), corruptBytes);
+        File.WriteAllBytes(Path.Combine(_state.Value.Path, "devices", corruptName), corruptBytes);
 
         using var app = App();
         var client = app.CreateClient();
@@ -747,7 +762,7 @@ public sealed partial class DevicesApiTests : IDisposable
         Assert.Equal(corruptBytes, File.ReadAllBytes(quarantinePath));
         Assert.False(string.IsNullOrWhiteSpace(quarantined.GetProperty("reason").GetString()));
         Assert.Matches(Rfc3339Utc(), quarantined.GetProperty("at").GetString());
-        Assert.False(File.Exists(Path.Combine(_state.Path, "devices", corruptName)));
+        Assert.False(File.Exists(Path.Combine(_state.Value.Path, "devices", corruptName)));
         Assert.Equal(1, report.GetProperty("devices").GetInt32());
     }
 
@@ -777,9 +792,7 @@ public sealed partial class DevicesApiTests : IDisposable
     [Fact]
     public async Task OpenApi_Document_31WithOperationsSummariesAndProblems()
     {
-        using var app = App();
-
-        var response = await app.CreateClient().GetAsync("/openapi/v1.json");
+        var response = await Shared.GetAsync("/openapi/v1.json");
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var doc = await HttpAssert.JsonBodyAsync(response);
@@ -826,9 +839,7 @@ public sealed partial class DevicesApiTests : IDisposable
     [Fact]
     public async Task Swagger_Ui_ServesHtml()
     {
-        using var app = App();
-
-        var response = await app.CreateClient().GetAsync("/swagger");
+        var response = await Shared.GetAsync("/swagger");
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         HttpAssert.MediaType(response, "text/html");

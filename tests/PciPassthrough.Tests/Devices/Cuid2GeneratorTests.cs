@@ -93,8 +93,8 @@ public class Cuid2GeneratorTests
     {
         var generator = new Cuid2Generator(TimeProvider.System);
         var ids = new ConcurrentBag<string>();
-        const int Threads = 8;
-        const int PerThread = 100_000 / Threads;
+        const int Threads = 4;
+        const int PerThread = 10_000;
         using var start = new Barrier(Threads);
         var threads = Enumerable.Range(0, Threads).Select(_ => new Thread(() =>
         {

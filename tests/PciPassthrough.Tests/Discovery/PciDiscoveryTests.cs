@@ -474,14 +474,16 @@ public sealed class PciDiscoveryTests : IDisposable
             var i = (k * 7919) % Count;
             var address = new PciAddress(i % 2 == 0 ? 0 : 1, i / 256, (i % 256) / 8, i % 8);
             expected.Add(address);
-            tree.AddDevice(SysfsTrees.Function(address.ToString(), device: i, group: i));
+            tree.AddDevice(SysfsTrees.Function(address.ToString(), device: i, group: i / 8));
         }
 
         var devices = Discovery().DiscoverAvailableDevices();
 
         Assert.Equal(Count, devices.Count);
         Assert.Equal(expected.Order(), devices.Select(d => d.PciAddress));
-        Assert.All(devices, d => Assert.Equal([d.PciAddress], d.IommuGroupMembers));
+        Assert.All(devices, d => Assert.Equal(8, d.IommuGroupMembers.Count));
+        Assert.All(devices, d => Assert.Contains(d.PciAddress, d.IommuGroupMembers));
+        Assert.All(devices, d => Assert.Equal(d.IommuGroupMembers.Order(), d.IommuGroupMembers));
         Assert.Equal(Count, devices.Select(d => d.DeviceId).Distinct().Count());
     }
 }

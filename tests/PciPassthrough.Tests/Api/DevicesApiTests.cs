@@ -431,6 +431,59 @@ public sealed partial class DevicesApiTests : IClassFixture<DevicesApiTests.Shar
     }
 
     [Fact]
+    public async Task CreateDevice_StateDirectoryUnwritable_503StorageUnavailableAndReadsKeepWorking()
+    {
+        using var app = App();
+        var client = app.CreateClient();
+        var existing = await CreateAsync(client, "0000:17:00.0", "gpu0");
+        var devices = Path.Combine(_state.Value.Path, "devices");
+        var saved = File.ReadAllBytes(Path.Combine(devices, existing.GetProperty("id").GetString() + ".json"));
+        Directory.Delete(devices, recursive: true);
+        File.WriteAllText(devices, "not a directory");
+
+        var response = await PostAsync(client, """{"pci_address":"0000:af:00.0","name":"gpu1"}""");
+
+        await HttpAssert.ProblemAsync(response, HttpStatusCode.ServiceUnavailable, "storage_unavailable");
+        var list = (await HttpAssert.JsonBodyAsync(await client.GetAsync("/devices"))).EnumerateArray().ToList();
+        Assert.Equal(existing.GetProperty("id").GetString(), Assert.Single(list).GetProperty("id").GetString());
+        await HttpAssert.ProblemAsync(await client.GetAsync("/devices/gpu1"), HttpStatusCode.NotFound, "not_found");
+        Assert.False((await HttpAssert.JsonBodyAsync(await client.GetAsync("/devices/available")))
+            .EnumerateArray().Single(d => d.GetProperty("pci_address").GetString() == "0000:af:00.0").GetProperty("registered").GetBoolean());
+
+        // Once the directory is back, the refused registration goes through: nothing was reserved.
+        File.Delete(devices);
+        Directory.CreateDirectory(devices);
+        File.WriteAllBytes(Path.Combine(devices, existing.GetProperty("id").GetString() + ".json"), saved);
+        await CreateAsync(client, "0000:af:00.0", "gpu1");
+    }
+
+    [Fact]
+    public async Task DeleteDevice_Attached_409InUseWithAttachedTo()
+    {
+        string id;
+        using (var first = App())
+        {
+            id = (await CreateAsync(first.CreateClient(), "0000:17:00.0", "gpu0")).GetProperty("id").GetString()!;
+        }
+
+        // An attachment as the attach operation records it (attach itself is not in this foundation yet).
+        var path = Path.Combine(_state.Value.Path, "devices", id + ".json");
+        var record = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        record["attachment"] = new JsonObject { ["instance_id"] = "vm-7", ["attached_at"] = "2026-01-01T00:00:00Z" };
+        File.WriteAllText(path, record.ToJsonString());
+
+        using var app = App();
+        var client = app.CreateClient();
+        var problem = await HttpAssert.ProblemAsync(await client.DeleteAsync("/devices/gpu0"), HttpStatusCode.Conflict, "in_use");
+
+        Assert.Equal("vm-7", problem.GetProperty("attached_to").GetString());
+        var device = await HttpAssert.JsonBodyAsync(await client.GetAsync($"/devices/{id}"));
+        Assert.Equal("attached", device.GetProperty("state").GetString());
+        Assert.Equal("vm-7", device.GetProperty("attached_to").GetString());
+        Assert.True(File.Exists(path));
+    }
+
+    [Fact]
     public async Task DeleteDevice_ByName_204()
     {
         using var app = App();

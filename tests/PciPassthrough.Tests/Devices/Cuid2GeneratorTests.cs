@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Time.Testing;
-using PciPassthrough.Devices;
 
 namespace PciPassthrough.Devices.Tests;
 

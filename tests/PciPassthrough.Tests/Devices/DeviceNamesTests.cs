@@ -1,4 +1,3 @@
-using PciPassthrough.Devices;
 
 namespace PciPassthrough.Devices.Tests;
 

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using PciPassthrough.Devices;
 
 namespace PciPassthrough.Devices.Tests;
 

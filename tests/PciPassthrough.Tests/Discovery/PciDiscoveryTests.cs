@@ -1,5 +1,4 @@
 using PciPassthrough.Devices;
-using PciPassthrough.Discovery;
 using PciPassthrough.PciIds;
 using PciPassthrough.Simulation;
 using PciPassthrough.Sysfs;

@@ -1,4 +1,3 @@
-using PciPassthrough.Discovery;
 using PciPassthrough.PciIds;
 using PciPassthrough.Sysfs;
 using PciPassthrough.Tests.TestDoubles;

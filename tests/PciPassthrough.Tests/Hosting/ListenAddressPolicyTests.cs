@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Configuration;
-using PciPassthrough.Daemon.Hosting;
 
 namespace PciPassthrough.Daemon.Hosting.Tests;
 

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Text;
-using PciPassthrough.Daemon.Hosting;
 
 namespace PciPassthrough.Daemon.Hosting.Tests;
 

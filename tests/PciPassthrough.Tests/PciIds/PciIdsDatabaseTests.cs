@@ -1,7 +1,6 @@
 using System.Text;
 using PciPassthrough.Devices;
 using PciPassthrough.Discovery;
-using PciPassthrough.PciIds;
 using PciPassthrough.Simulation;
 using PciPassthrough.Sysfs;
 using PciPassthrough.Tests.TestDoubles;

@@ -4,7 +4,6 @@ using PciPassthrough.Devices;
 using PciPassthrough.Discovery;
 using PciPassthrough.Errors;
 using PciPassthrough.PciIds;
-using PciPassthrough.Registry;
 using PciPassthrough.Simulation;
 using PciPassthrough.Storage;
 using PciPassthrough.Sysfs;

@@ -3,7 +3,6 @@ using Microsoft.Extensions.Time.Testing;
 using Moq;
 using PciPassthrough.Devices;
 using PciPassthrough.Errors;
-using PciPassthrough.Registry;
 using PciPassthrough.Storage;
 using PciPassthrough.Tests.TestDoubles;
 

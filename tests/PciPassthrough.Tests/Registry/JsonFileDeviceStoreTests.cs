@@ -3,7 +3,6 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using PciPassthrough.Devices;
-using PciPassthrough.Registry;
 using PciPassthrough.Storage;
 using PciPassthrough.Tests.TestDoubles;
 

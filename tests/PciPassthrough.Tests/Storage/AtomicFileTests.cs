@@ -1,5 +1,4 @@
 using System.Text;
-using PciPassthrough.Storage;
 using PciPassthrough.Tests.TestDoubles;
 
 namespace PciPassthrough.Storage.Tests;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares everything the real-kernel guest needs and prints where it is:
-#   PCIPT_GUEST_KERNEL=<path to vmlinuz>
-#   PCIPT_GUEST_INITRAMFS=<path to initramfs>
+#   PCIPT_GUEST_KERNEL=<path to the kernel: the uncompressed PVH vmlinux, else the bzImage>
+#   PCIPT_GUEST_INITRAMFS=<path to the initramfs>
 # (one per line on stdout; progress goes to stderr so callers can parse stdout).
 #
 # Idempotent and cheap when cached: packages are installed only when missing, the kernel .deb is
@@ -39,11 +39,13 @@ die() { printf 'prepare.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
 export DEBIAN_FRONTEND=noninteractive
 APT_UPDATED=0
+# Returns non-zero when the update fails: callers decide whether they can do without it (an
+# offline machine with a warm cache can).
 apt_update_once() {
   if [[ $APT_UPDATED == 0 ]]; then
-    log "apt-get update"
-    apt-get update -qq >&2 || die "apt-get update failed"
     APT_UPDATED=1
+    log "apt-get update"
+    apt-get update -qq >&2 || { log "warning: apt-get update failed"; return 1; }
   fi
 }
 
@@ -58,7 +60,7 @@ ensure_packages() {
   done
   if ((${#missing[@]})); then
     [[ $(id -u) == 0 ]] || die "missing packages ${missing[*]} and not root to install them"
-    apt_update_once
+    apt_update_once || true
     log "installing ${missing[*]}"
     # --no-install-recommends: qemu-system-x86 would otherwise pull a GUI stack we never use.
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
@@ -72,7 +74,7 @@ ensure_packages() {
 # new ABI changes them).
 newest_kernel_package() {
   local memo=$CACHE_DIR/kernel-choice lists_key pkg
-  lists_key=$(ls -l --time-style=+%s /var/lib/apt/lists/ 2>/dev/null | grep Packages | md5sum)
+  lists_key=$( { stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* 2>/dev/null || true; } | md5sum)
   if [[ -f $memo && $(head -n 1 "$memo") == "$lists_key" ]]; then
     tail -n +2 "$memo"
     return
@@ -97,7 +99,7 @@ pick_kernel() {
     pkg=$(newest_kernel_package)
     if [[ -z $pkg ]]; then
       # Fresh machine with empty or stale package lists: look again after an update.
-      apt_update_once
+      apt_update_once || true
       pkg=$(newest_kernel_package)
     fi
   fi
@@ -131,7 +133,7 @@ unpack_kernel() {
   # APT::Sandbox::User=root: as root, apt would otherwise warn that its _apt user cannot write
   # into the cache folder. Retry once after an update: the lists may predate the package.
   if ! (cd "$dl" && apt-get -qq -o APT::Sandbox::User=root download "$KPKG" >&2); then
-    apt_update_once
+    apt_update_once || true
     (cd "$dl" && apt-get -qq -o APT::Sandbox::User=root download "$KPKG" >&2) \
       || die "apt-get download $KPKG failed"
   fi

@@ -79,6 +79,8 @@ command -v qemu-system-x86_64 >/dev/null \
 # --- results folder and the command file -------------------------------------------------------
 mkdir -p "$RESULTS" || die "cannot create $RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd -P)
+# The guest gets write access to this folder: never to the whole host.
+[[ $RESULTS != / ]] || die "--results must not be /"
 # Only this script's own files are cleared: a stale exit-code must never pass for a new verdict.
 rm -f "$RESULTS"/{cmd.sh,console.log,exit-code,qemu.stderr,guest-error}
 
@@ -111,6 +113,7 @@ RESULTS_OPT=${RESULTS//,/,,}
 # romfile= (empty) skips the NICs' and display's option ROMs: nothing boots from them and
 # SeaBIOS would spend seconds running them under emulation. The NICs have no netdev: nothing in
 # the tests sends packets, and the guest must not reach any network.
+# shellcheck disable=SC2054 # the commas are QEMU's option syntax, not array separators
 QEMU_ARGS=(
   -machine q35,accel=tcg
   -cpu max -smp 2 -m 2048
@@ -151,9 +154,10 @@ QEMU_ARGS=(
 
 QEMU_PID=""
 TAIL_PID=""
+# shellcheck disable=SC2317 # called through the trap
 cleanup() {
-  [[ -n $QEMU_PID ]] && kill -KILL "$QEMU_PID" 2>/dev/null || true
-  [[ -n $TAIL_PID ]] && kill "$TAIL_PID" 2>/dev/null || true
+  if [[ -n $QEMU_PID ]]; then kill -KILL "$QEMU_PID" 2>/dev/null || true; fi
+  if [[ -n $TAIL_PID ]]; then kill "$TAIL_PID" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT

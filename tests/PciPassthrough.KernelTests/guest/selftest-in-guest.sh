@@ -133,9 +133,9 @@ say "shared-group with both on vfio-pci: $(viability "$G")"
 
 # Restore both to their host drivers.
 for X in $E $D; do
-  write "$(dev $X)/driver_override" $'\n' >/dev/null
-  write "$(dev $X)/driver/unbind" $X >/dev/null
-  write /sys/bus/pci/drivers_probe $X >/dev/null
+  write "$(dev "$X")/driver_override" $'\n' >/dev/null
+  write "$(dev "$X")/driver/unbind" "$X" >/dev/null
+  write /sys/bus/pci/drivers_probe "$X" >/dev/null
 done
 say "shared-group restore: $E=$(driver_of $E) $D=$(driver_of $D)"
 [[ $(driver_of $E) == e1000 && $(driver_of $D) == bochs-drm ]] || fail "shared group not restored"

@@ -47,9 +47,11 @@ check "exit status 3 passes through" 3 "$rc" "$([[ $(cat "$WORK/exit3/exit-code"
 # 3. Arguments and --env values with spaces and quotes arrive unchanged, --cwd is honoured,
 #    and files written to /results reach the host.
 rc=0
+# shellcheck disable=SC2016 # the $ signs are meant literally: they must arrive unexpanded
 run args --cwd /usr/share --env "PCIPT_SELFTEST=two  spaces 'and' \"quotes\"" -- \
   /bin/bash -c 'printf "%s\n" "$PWD" "$@" "$PCIPT_SELFTEST" >"$PCIPT_RESULTS/args.txt"' \
   _ 'a b' '$HOME' "it's" '' || rc=$?
+# shellcheck disable=SC2016
 expected=$(printf '%s\n' /usr/share 'a b' '$HOME' "it's" '' "two  spaces 'and' \"quotes\"")
 check "arguments, environment and cwd survive" 0 "$rc" \
   "$([[ $(cat "$WORK/args/args.txt" 2>/dev/null) == "$expected" ]]; echo $?)"

@@ -1,13 +1,16 @@
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
 using PciPassthrough.Devices;
 using PciPassthrough.Discovery;
+using PciPassthrough.Journal;
 using PciPassthrough.Errors;
 using PciPassthrough.PciIds;
 using PciPassthrough.Simulation;
 using PciPassthrough.Storage;
 using PciPassthrough.Sysfs;
 using PciPassthrough.Tests.TestDoubles;
+using PciPassthrough.Vfio;
 
 namespace PciPassthrough.Registry.Tests;
 
@@ -44,7 +47,11 @@ public sealed class DeviceManagerTests : IDisposable
         registry.Load();
         var sysfs = new LinuxSysfs(_host.Path);
         var discovery = new PciDiscovery(sysfs, new PciIdsProvider(PciIdsDatabase.Parse(new StringReader(Ids))));
-        return new DeviceManager(registry, discovery, sysfs, _time, NullLogger<DeviceManager>.Instance);
+        var options = Options.Create(new VfioOptions());
+        var writer = new BoundedKernelWriter(sysfs, options, _time, NullLogger<BoundedKernelWriter>.Instance);
+        var binder = new SysfsVfioBinder(sysfs, discovery, writer, options, _time, NullLogger<SysfsVfioBinder>.Instance);
+        var journal = new OperationJournal(_state, new NoCrashPoint(), _time, NullLogger<OperationJournal>.Instance);
+        return new DeviceManager(registry, discovery, sysfs, binder, journal, options, _time, NullLogger<DeviceManager>.Instance);
     }
 
     private static async Task<string> CodeOf(Func<Task> action) =>

@@ -11,7 +11,8 @@
 #                   ($PCIPT_RESULTS). Also receives this run's files: cmd.sh (the command as
 #                   the guest runs it), console.log (serial console), exit-code, qemu.stderr,
 #                   and guest-error when the guest's own setup failed.
-#   --timeout S     Kill the guest after S seconds of wall time (default 600) and fail with 124.
+#   --timeout S     Kill the guest after S seconds (default 600), counted from QEMU's start,
+#                   and fail with 124.
 #   --env K=V       Extra environment for COMMAND (repeatable); overrides the guest defaults.
 #   --cwd DIR       Working directory of COMMAND (default: the caller's current directory; the
 #                   guest sees the host's file tree under the same paths).
@@ -34,7 +35,7 @@ GUEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { printf 'run-guest.sh: ERROR: %s\n' "$*" >&2; exit 125; }
 usage() {
   sed -n '/^# Usage:/,/^# Exit status/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' | head -n -1 >&2
-  exit 125
+  exit "${1:-125}"
 }
 
 RESULTS=""
@@ -50,7 +51,7 @@ while (($#)); do
     --cwd) [[ $# -ge 2 ]] || usage; CWD=$2; shift 2 ;;
     --quiet) QUIET=1; shift ;;
     --) shift; break ;;
-    -h | --help) usage ;;
+    -h | --help) usage 0 ;;
     *) printf 'run-guest.sh: unknown argument %q\n' "$1" >&2; usage ;;
   esac
 done
@@ -110,8 +111,8 @@ RESULTS_OPT=${RESULTS//,/,,}
 #   00:04.0 -> 02:00.0 + 02:00.1  multifunction e1000e pair     one group for both
 #   00:05.0 -> 03:01.0 e1000 + 03:02.0 bochs-display behind a DMI-to-PCI bridge: one group
 #   00:06.0, 00:07.0  virtio-9p: host root, results
-# romfile= (empty) skips the NICs' and display's option ROMs: nothing boots from them and
-# SeaBIOS would spend seconds running them under emulation. The NICs have no netdev: nothing in
+# romfile= (empty) skips the NICs' and display's option ROMs: nothing boots from them, and
+# SeaBIOS would otherwise load and run each under emulation. The NICs have no netdev: nothing in
 # the tests sends packets, and the guest must not reach any network.
 # shellcheck disable=SC2054 # the commas are QEMU's option syntax, not array separators
 QEMU_ARGS=(

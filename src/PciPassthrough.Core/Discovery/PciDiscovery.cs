@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using PciPassthrough.Devices;
 using PciPassthrough.PciIds;
@@ -14,18 +15,13 @@ public sealed class PciDiscovery(ISysfs sysfs, PciIdsProvider pciIds) : IPciDisc
 {
     public IReadOnlyList<AvailableDevice> DiscoverAvailableDevices()
     {
-        var groups = new Dictionary<int, IReadOnlyList<PciAddress>>();
-        var devices = new List<AvailableDevice>();
-        foreach (var entry in sysfs.ListDirectory(SysfsPaths.PciDevices))
-        {
-            // Entries are named by the kernel; anything that is not an address is not a PCI function.
-            if (PciAddress.TryParse(entry, out var address) && entry == address.ToString() &&
-                ReadDevice(address, groups) is { IsBridge: false } device)
-            {
-                devices.Add(device);
-            }
-        }
-
+        var groups = new ConcurrentDictionary<int, IReadOnlyList<PciAddress>>();
+        // Entries are named by the kernel; anything that is not a canonical address is not a PCI function.
+        var addresses = sysfs.ListDirectory(SysfsPaths.PciDevices)
+            .Select(e => PciAddress.TryParse(e, out var a) && e == a.ToString() ? a : (PciAddress?)null)
+            .OfType<PciAddress>()
+            .ToArray();
+        var devices = addresses.Select(a => ReadDevice(a, groups)).OfType<AvailableDevice>().Where(d => !d.IsBridge).ToList();
         devices.Sort((a, b) => a.PciAddress.CompareTo(b.PciAddress));
         return devices;
     }
@@ -53,13 +49,12 @@ public sealed class PciDiscovery(ISysfs sysfs, PciIdsProvider pciIds) : IPciDisc
         return members;
     }
 
-    public int? GetIommuGroup(PciAddress address)
-    {
-        if (!sysfs.Exists(SysfsPaths.Device(address)))
-        {
-            return null;
-        }
+    public int? GetIommuGroup(PciAddress address) =>
+        sysfs.Exists(SysfsPaths.Device(address)) ? ReadIommuGroup(address) : null;
 
+    /// <summary>The group of a device known to exist: -1 without an iommu_group link.</summary>
+    private int ReadIommuGroup(PciAddress address)
+    {
         var link = sysfs.ReadLink(SysfsPaths.DeviceAttribute(address, DeviceAttribute.IommuGroup));
         return link is not null &&
                int.TryParse(SysfsPaths.LastSegment(link), NumberStyles.None, CultureInfo.InvariantCulture, out var group)
@@ -75,7 +70,7 @@ public sealed class PciDiscovery(ISysfs sysfs, PciIdsProvider pciIds) : IPciDisc
 
     public string GetDeviceSysfsPath(PciAddress address) => SysfsPaths.Device(address);
 
-    private AvailableDevice? ReadDevice(PciAddress address, Dictionary<int, IReadOnlyList<PciAddress>>? groups)
+    private AvailableDevice? ReadDevice(PciAddress address, ConcurrentDictionary<int, IReadOnlyList<PciAddress>>? groups)
     {
         // A device can disappear between the directory listing and these reads (hot unplug,
         // SR-IOV VFs going away); it is then simply not there.
@@ -88,20 +83,16 @@ public sealed class PciDiscovery(ISysfs sysfs, PciIdsProvider pciIds) : IPciDisc
 
         int? subVendor = PciId.TryParse(Read(address, DeviceAttribute.SubsystemVendor), out var sv) ? sv : null;
         int? subDevice = PciId.TryParse(Read(address, DeviceAttribute.SubsystemDevice), out var sd) ? sd : null;
-        var group = GetIommuGroup(address) ?? -1;
+        // The id files were readable, so the device exists.
+        var group = ReadIommuGroup(address);
         IReadOnlyList<PciAddress> members;
         if (group < 0)
         {
             members = [];
         }
-        else if (groups is null)
+        else
         {
-            members = GetIommuGroupDevices(group);
-        }
-        else if (!groups.TryGetValue(group, out members!))
-        {
-            members = GetIommuGroupDevices(group);
-            groups[group] = members;
+            members = groups is null ? GetIommuGroupDevices(group) : groups.GetOrAdd(group, GetIommuGroupDevices);
         }
 
         var db = pciIds.Database;

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using PciPassthrough.Devices;
+using PciPassthrough.Diagnostics;
 using PciPassthrough.Discovery;
 using PciPassthrough.Journal;
 using PciPassthrough.Lifecycle;
@@ -22,6 +23,7 @@ public sealed partial class ReconcileRunner(
     OperationJournal journal,
     DeviceManager devices,
     IInstanceLivenessChecker liveness,
+    PassthroughMetrics metrics,
     IOptions<ReconcileOptions> options,
     TimeProvider time,
     ILogger<ReconcileRunner> logger) : IDisposable
@@ -171,6 +173,7 @@ public sealed partial class ReconcileRunner(
         }
 
         LogAction(logger, kind, action.PciAddress, applied, detail);
+        metrics.ReconcileAction(kind, applied);
         return new ReconcileActionReport(action.DeviceId, action.PciAddress.ToString(), kind, detail, applied);
     }
 

@@ -47,6 +47,7 @@ public static class DevicesApi
 
         group.MapDelete("/{id}", DeleteDeviceAsync)
             .WithName("deleteDevice")
+            .RecordsOperation("delete")
             .WithSummary("Unregister a device")
             .WithDescription("Refused with in_use while the device is attached to an instance. A device the daemon bound is returned to its original driver first.")
             .RequireReady()
@@ -55,6 +56,7 @@ public static class DevicesApi
 
         group.MapPost("/{id}/bind", BindDeviceAsync)
             .WithName("bindDevice")
+            .RecordsOperation("bind")
             .WithSummary("Bind a device to vfio-pci")
             .WithDescription(
                 "driver_override, unbind from the current driver, drivers_probe, then verify the driver link and /dev/vfio/N; " +
@@ -69,6 +71,7 @@ public static class DevicesApi
 
         group.MapPost("/{id}/unbind", UnbindDeviceAsync)
             .WithName("unbindDevice")
+            .RecordsOperation("unbind")
             .WithSummary("Return a device to its original driver")
             .WithDescription(
                 "Restores the driver and driver_override the device had before the daemon bound it (and every function bound with it). " +
@@ -81,6 +84,7 @@ public static class DevicesApi
 
         group.MapPost("/{id}/attach", AttachDeviceAsync)
             .WithName("attachDevice")
+            .RecordsOperation("attach")
             .WithSummary("Attach a device to an instance")
             .WithDescription(
                 "Exclusive: another instance gets in_use with attached_to; the same instance again gets 200 and the same body. " +
@@ -94,6 +98,7 @@ public static class DevicesApi
 
         group.MapPost("/{id}/detach", DetachDeviceAsync)
             .WithName("detachDevice")
+            .RecordsOperation("detach")
             .WithSummary("Detach a device from its instance")
             .WithDescription("Idempotent; another instance gets not_owner. release: true also returns the device to its original driver.")
             .RequireReady()
@@ -104,6 +109,7 @@ public static class DevicesApi
 
         group.MapPost("/{id}/reset", ResetDeviceAsync)
             .WithName("resetDevice")
+            .RecordsOperation("reset")
             .WithSummary("Reset a device through the kernel")
             .WithDescription("Writes the function's reset attribute (?method= selects flr, pm, bus... for this reset), " +
                 "finishes or undoes anything left half-done and clears a quarantine. Refused while attached.")

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using PciPassthrough.Daemon.Api;
 using PciPassthrough.Daemon.Api.Contracts;
 using PciPassthrough.Daemon.Api.Problems;
+using PciPassthrough.Diagnostics;
 using PciPassthrough.Discovery;
 using PciPassthrough.HostReadiness;
 using PciPassthrough.Journal;
@@ -15,6 +16,7 @@ using PciPassthrough.PciIds;
 using PciPassthrough.Registry;
 using PciPassthrough.Storage;
 using PciPassthrough.Sysfs;
+using Prometheus;
 using Serilog;
 
 namespace PciPassthrough.Daemon.Hosting;
@@ -54,6 +56,8 @@ public static class PassthroughHostingExtensions
         services.AddSingleton<DeviceManager>();
         services.AddSingleton<IDeviceManager>(sp => sp.GetRequiredService<DeviceManager>());
         services.AddSingleton<HostInspector>();
+        services.AddMetrics();
+        services.AddSingleton<PassthroughMetrics>();
         services.AddLiveness(builder.Configuration);
         services.AddSingleton<ReconcileRunner>();
         services.AddSingleton<StartupState>();
@@ -81,6 +85,7 @@ public static class PassthroughHostingExtensions
     public static WebApplication UsePassthrough(this WebApplication app)
     {
         // Request logging first, so it records the status the exception handler settles on.
+        app.UseHttpMetrics();
         app.UseSerilogRequestLogging(o =>
             o.MessageTemplate = "{RequestMethod} {RequestPath} responded {StatusCode} in {Elapsed:0.0} ms");
         app.UseExceptionHandler();
@@ -97,6 +102,20 @@ public static class PassthroughHostingExtensions
             o.RoutePrefix = "swagger";
             o.DocumentTitle = "PciPassthrough API";
         });
+        app.MapMetrics("/metrics");
+        // Listen to our meter from the start (the default adapter would start at the first
+        // scrape and miss what happened before it), with buckets that fit kernel operations.
+        Metrics.SuppressDefaultMetrics(new SuppressDefaultMetricOptions { SuppressMeters = true });
+        app.Lifetime.ApplicationStopping.Register(MeterAdapter.StartListening(new MeterAdapterOptions
+        {
+            InstrumentFilterPredicate = i => i.Meter.Name == PassthroughMetrics.MeterName,
+            ResolveHistogramBuckets = _ => [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+        }).Dispose);
+        app.Services.GetRequiredService<PassthroughMetrics>().ObserveDevices(
+            () => app.Services.GetRequiredService<IDeviceManager>().ListDevices()
+                .GroupBy(d => d.State)
+                .Select(g => (g.Key, g.Count())),
+            () => app.Services.GetRequiredService<BoundedKernelWriter>().StuckWrites);
         app.MapHealthApi();
         app.MapDevicesApi();
         app.MapReconcileApi();

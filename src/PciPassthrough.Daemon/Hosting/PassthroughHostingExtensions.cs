@@ -30,6 +30,7 @@ public static class PassthroughHostingExtensions
     {
         AddPrefixedEnvironment(builder.Configuration);
         ListenAddressPolicy.Validate(builder.Configuration);
+        StaleUnixSockets.Remove(builder.Configuration);
         builder.AddLogging();
         builder.Services.AddSystemd();
 
@@ -39,6 +40,7 @@ public static class PassthroughHostingExtensions
         services.AddOptions<VfioOptions>().BindConfiguration(VfioOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<SimulateOptions>().BindConfiguration(SimulateOptions.Section).ValidateOnStart();
         services.AddOptions<ReconcileOptions>().BindConfiguration(ReconcileOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<ServerOptions>().BindConfiguration(ServerOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<LivenessOptions>().BindConfiguration(LivenessOptions.Section).ValidateDataAnnotations().ValidateOnStart();
 
         services.TryAddSingleton(TimeProvider.System);
@@ -64,6 +66,7 @@ public static class PassthroughHostingExtensions
         services.AddSingleton<IStartupGate>(sp => sp.GetRequiredService<StartupState>());
         services.AddHostedService<StartupService>();
         services.AddHostedService<ReconcileService>();
+        services.AddHostedService<UnixSocketPermissions>();
 
         services.ConfigureHttpJsonOptions(o =>
         {

@@ -17,6 +17,9 @@ public sealed class PassthroughMetrics : IDisposable
     private readonly Histogram<double> _operationSeconds;
     private readonly Counter<long> _reconcileActions;
 
+    /// <summary>This daemon's meter (exporters listen to exactly this instance).</summary>
+    public Meter Meter => _meter;
+
     public PassthroughMetrics(IMeterFactory meterFactory)
     {
         _meter = meterFactory.Create(MeterName);

@@ -33,6 +33,10 @@ public static class LoggingSetup
                     outputTemplate: "[{Timestamp:HH:mm:ss} {Level:u3}] {SourceContext}: {Message:lj}{NewLine}{Exception}",
                     formatProvider: System.Globalization.CultureInfo.InvariantCulture);
             }
-        });
+        },
+        // The host gets a logger of its own; the static bootstrap logger stays for start-up
+        // failures. Freezing the static logger instead would work once per process only, and
+        // several hosts in one process (the tests) would then fail to start.
+        preserveStaticLogger: true);
     }
 }

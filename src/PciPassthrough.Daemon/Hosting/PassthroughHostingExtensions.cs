@@ -1,22 +1,20 @@
 using Microsoft.Extensions.Configuration.CommandLine;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
-using PciPassthrough.Daemon.Api;
 using PciPassthrough.Daemon.Api.Contracts;
 using PciPassthrough.Daemon.Api.Problems;
-using PciPassthrough.Diagnostics;
+using PciPassthrough.Daemon.Api;
 using PciPassthrough.Discovery;
 using PciPassthrough.HostReadiness;
 using PciPassthrough.Journal;
 using PciPassthrough.Lifecycle;
-using PciPassthrough.Reconcile;
-using PciPassthrough.Simulation;
-using PciPassthrough.Vfio;
 using PciPassthrough.PciIds;
+using PciPassthrough.Reconcile;
 using PciPassthrough.Registry;
+using PciPassthrough.Simulation;
 using PciPassthrough.Storage;
 using PciPassthrough.Sysfs;
-using Prometheus;
+using PciPassthrough.Vfio;
 using Serilog;
 
 namespace PciPassthrough.Daemon.Hosting;
@@ -58,8 +56,7 @@ public static class PassthroughHostingExtensions
         services.AddSingleton<DeviceManager>();
         services.AddSingleton<IDeviceManager>(sp => sp.GetRequiredService<DeviceManager>());
         services.AddSingleton<HostInspector>();
-        services.AddMetrics();
-        services.AddSingleton<PassthroughMetrics>();
+        services.AddPassthroughMetrics();
         services.AddLiveness(builder.Configuration);
         services.AddSingleton<ReconcileRunner>();
         services.AddSingleton<StartupState>();
@@ -88,7 +85,7 @@ public static class PassthroughHostingExtensions
     public static WebApplication UsePassthrough(this WebApplication app)
     {
         // Request logging first, so it records the status the exception handler settles on.
-        app.UseHttpMetrics();
+        app.UsePassthroughHttpMetrics();
         app.UseSerilogRequestLogging(o =>
             o.MessageTemplate = "{RequestMethod} {RequestPath} responded {StatusCode} in {Elapsed:0.0} ms");
         app.UseExceptionHandler();
@@ -105,20 +102,7 @@ public static class PassthroughHostingExtensions
             o.RoutePrefix = "swagger";
             o.DocumentTitle = "PciPassthrough API";
         });
-        app.MapMetrics("/metrics");
-        // Listen to our meter from the start (the default adapter would start at the first
-        // scrape and miss what happened before it), with buckets that fit kernel operations.
-        Metrics.SuppressDefaultMetrics(new SuppressDefaultMetricOptions { SuppressMeters = true });
-        app.Lifetime.ApplicationStopping.Register(MeterAdapter.StartListening(new MeterAdapterOptions
-        {
-            InstrumentFilterPredicate = i => i.Meter.Name == PassthroughMetrics.MeterName,
-            ResolveHistogramBuckets = _ => [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
-        }).Dispose);
-        app.Services.GetRequiredService<PassthroughMetrics>().ObserveDevices(
-            () => app.Services.GetRequiredService<IDeviceManager>().ListDevices()
-                .GroupBy(d => d.State)
-                .Select(g => (g.Key, g.Count())),
-            () => app.Services.GetRequiredService<BoundedKernelWriter>().StuckWrites);
+        app.MapPassthroughMetrics();
         app.MapHealthApi();
         app.MapDevicesApi();
         app.MapReconcileApi();

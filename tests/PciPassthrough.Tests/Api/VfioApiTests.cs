@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.DependencyInjection;
 using PciPassthrough.Devices;
 using PciPassthrough.Registry;
+using PciPassthrough.Simulation;
 using PciPassthrough.Simulation.Tests;
 
 namespace PciPassthrough.Daemon.Api.Tests;
@@ -14,6 +15,7 @@ public sealed class VfioApiTests
     private const string GpuAudio = "0000:17:00.1";
     private const string Nvme = "0000:3b:00.0";
     private const string I210 = "0000:04:00.0";
+    private const string Nic = "0000:60:00.0";
 
     private static void AssertProblem((HttpStatusCode Status, JsonObject Body, string? MediaType) response, HttpStatusCode status, string code)
     {
@@ -381,6 +383,31 @@ public sealed class VfioApiTests
 
         AssertProblem(response, HttpStatusCode.BadRequest, "validation_failed");
         Assert.Equal(0, api.Kernel.ResetCount(PciAddress.Parse(Nvme)));
+    }
+
+    [Theory]
+    [InlineData("af_flr")]
+    [InlineData("device_specific")]
+    public async Task Reset_KernelResetMethodWithAnUnderscore_200(string method)
+    {
+        // Linux 6.1 names its reset methods device_specific, acpi, flr, af_flr, pm and bus.
+        await using var api = await VfioApiHost.StartAsync(prepareTree: root => new SysfsTreeBuilder(root).AddDevice(new SimulatedDeviceSpec
+        {
+            Address = PciAddress.Parse(Nic),
+            VendorId = 0x8086,
+            DeviceId = 0x10fb,
+            ClassCode = 0x020000,
+            Driver = "ixgbe",
+            IommuGroup = 60,
+            ResetMethods = [method, "bus"],
+        }));
+        var id = await api.RegisterAsync(Nic);
+
+        var response = await api.PostAsync($"/devices/{id}/reset?method={method}");
+
+        Assert.True(HttpStatusCode.OK == response.Status, response.Body.ToJsonString());
+        Assert.Equal(1, api.Kernel.ResetCount(PciAddress.Parse(Nic)));
+        Assert.Equal($"{method} bus\n", api.Tree.Read($"/sys/bus/pci/devices/{Nic}/reset_method"));
     }
 
     [Fact]

@@ -145,4 +145,26 @@ public sealed class DeviceManagerTimeoutTests : IDisposable
         Assert.Empty(_host.Journal.Pending());
         Consistency.AssertSettled(_host);
     }
+
+    [Fact]
+    public async Task Reset_WhileTheUnbindIsStillStuck_DoesNotLiftTheQuarantine()
+    {
+        var device = await BoundNvmeWhoseUnbindHangsAsync();
+
+        try
+        {
+            await _host.Manager.ResetAsync(device.Id, method: null, force: false);
+        }
+        catch (PassthroughException)
+        {
+            // Refusing is fine; pretending all is well is not.
+        }
+
+        // The unbind has still not returned: record and kernel cannot agree yet, so the device
+        // must stay quarantined and the journal must keep the unfinished operation.
+        Assert.Equal("vfio-pci", _tree.DriverOf(Nvme));
+        Assert.NotEmpty(_host.Journal.Pending());
+        Assert.True(_host.Record(device.Id).Quarantine is not null,
+            $"quarantine lifted; the device shows as {_host.Manager.GetDevice(device.Id).State} while its unbind is still stuck");
+    }
 }

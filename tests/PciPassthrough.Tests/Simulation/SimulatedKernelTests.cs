@@ -113,7 +113,7 @@ public sealed class SimulatedKernelTests : IDisposable
     [InlineData("nvidia", "0000:AF:00.0")] // uppercase
     [InlineData("nvme", "0000:3B:00.0")]
     [InlineData("nvme", "0000:99:00.0")] // no such device
-    [InlineData("nvme", "")]
+    [InlineData("nvme", "\n")]
     public void Write_UnbindNotBoundToThatDriver_FailsEnodevAndChangesNothing(string driver, string value)
     {
         var before = _tree.Snapshot();
@@ -391,13 +391,25 @@ public sealed class SimulatedKernelTests : IDisposable
     [InlineData("0")]
     [InlineData("2")]
     [InlineData("yes")]
-    [InlineData("")]
+    [InlineData("\n")]
     public void Write_ResetOtherValue_FailsEinval(string value)
     {
         var e = Assert.Throws<IOException>(() => _kernel.Write($"/sys/bus/pci/devices/{Nvme}/reset", value));
 
         Assert.Equal(KernelErrno.EINVAL, e.HResult);
         Assert.Equal(0, _kernel.ResetCount(PciAddress.Parse(Nvme)));
+    }
+
+    [Theory]
+    [InlineData("01")]
+    [InlineData("+1")]
+    [InlineData("0x1")]
+    public void Write_ResetOneInAnotherNotation_CountsAReset(string value)
+    {
+        // reset_store parses with kstrtoul(buf, 0, ...): a leading +, octal and hex forms are 1 too.
+        _kernel.Write($"/sys/bus/pci/devices/{Nvme}/reset", value);
+
+        Assert.Equal(1, _kernel.ResetCount(PciAddress.Parse(Nvme)));
     }
 
     [Fact]
@@ -457,6 +469,26 @@ public sealed class SimulatedKernelTests : IDisposable
     }
 
     // ---- what is not a control file ------------------------------------------------------------
+
+    [Theory]
+    [InlineData("/sys/bus/pci/drivers/nvme/unbind")]
+    [InlineData("/sys/bus/pci/drivers/nvme/bind")]
+    [InlineData("/sys/bus/pci/drivers_probe")]
+    [InlineData("/sys/bus/pci/drivers/vfio-pci/new_id")]
+    [InlineData("/sys/bus/pci/devices/0000:3b:00.0/reset")]
+    [InlineData("/sys/bus/pci/devices/0000:3b:00.0/reset_method")]
+    [InlineData("/sys/bus/pci/devices/0000:3b:00.0/driver_override")]
+    public void Write_ZeroLength_SucceedsAndChangesNothing(string path)
+    {
+        // sysfs_kf_write returns 0 for a zero-length write before any store callback runs.
+        var before = _tree.Snapshot();
+
+        _kernel.Write(path, "");
+
+        var after = _tree.Snapshot();
+        Assert.True(before.SequenceEqual(after), HostTree.Diff(before, after));
+        Assert.Equal(0, _kernel.ResetCount(PciAddress.Parse(Nvme)));
+    }
 
     [Theory]
     [InlineData("vendor")]

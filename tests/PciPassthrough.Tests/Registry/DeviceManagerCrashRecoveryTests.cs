@@ -112,6 +112,54 @@ public sealed class DeviceManagerCrashRecoveryTests : IDisposable
         }
     }
 
+    public static TheoryData<int> RollbackSteps()
+    {
+        // 6 bind steps, the explicit bind that vfio-pci refuses (7), then the rollback: the audio
+        // function's override and probe (8, 9), the GPU's override, unbind and probe (10-12).
+        var data = new TheoryData<int>();
+        for (var n = 1; n <= 13; n++)
+        {
+            data.Add(n);
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(RollbackSteps))]
+    public async Task RecoverJournal_AfterACrashWhileAFailedGroupBindRollsBack_EverythingBackOnItsDriver(int n)
+    {
+        var crash = new ThrowingCrashPoint("bind", n);
+        using var host = Create(_dir, TimeSpan.FromSeconds(1), crash,
+            new Dictionary<PciPassthrough.Devices.PciAddress, IReadOnlyList<PciPassthrough.Simulation.SimulatedFault>>
+            {
+                [A(GpuAudio)] = [PciPassthrough.Simulation.SimulatedFault.Parse("bind_refused")],
+            });
+        var device = await host.RegisterAsync(Gpu);
+
+        var crashed = false;
+        try
+        {
+            await host.Manager.BindToVfioAsync(device.Id, new VfioRequest(Group: true));
+        }
+        catch (SimulatedCrashException)
+        {
+            crashed = true;
+        }
+        catch (PciPassthrough.Errors.PassthroughException e) when (e.Code == PciPassthrough.Errors.ErrorCodes.OperationFailed)
+        {
+            // Past the last step the rollback finishes on its own.
+        }
+
+        Assert.Equal(n <= 12, crashed);
+        using var restarted = host.Restart();
+        var actions = await restarted.Manager.RecoverJournalAsync();
+
+        Assert.Equal(n <= 12 ? [DeviceManager.JournalRolledBack] : [], actions.Select(a => a.Kind));
+        Consistency.AssertSettled(restarted);
+        Assert.Null(restarted.Registry.Find(device.Id)!.Binding);
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]

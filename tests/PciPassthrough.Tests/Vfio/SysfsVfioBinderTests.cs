@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 using PciPassthrough.Devices;
 using PciPassthrough.Discovery;
 using PciPassthrough.Errors;
@@ -50,7 +51,10 @@ public sealed class SysfsVfioBinderTests : IDisposable
             VerifyPollInterval = TimeSpan.FromMilliseconds(2),
         });
         var discovery = new PciDiscovery(reads, new PciIdsProvider(PciIdsDatabase.Empty));
-        var writer = new BoundedKernelWriter(writes, options, TimeProvider.System, NullLogger<BoundedKernelWriter>.Instance);
+        // The writer's clock never moves: a write slowed down by a busy machine cannot time out
+        // here (BoundedKernelWriterTests cover timeouts). The binder's own verify polls use the
+        // short timeout on the real clock, so a probe that binds nothing is noticed quickly.
+        var writer = new BoundedKernelWriter(writes, options, new FakeTimeProvider(), NullLogger<BoundedKernelWriter>.Instance);
         return new SysfsVfioBinder(reads, discovery, writer, options, TimeProvider.System, NullLogger<SysfsVfioBinder>.Instance);
     }
 

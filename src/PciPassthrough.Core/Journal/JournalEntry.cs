@@ -26,6 +26,9 @@ public sealed record JournalEntry
     /// <summary>The instance an attach is for (attach binds first when needed).</summary>
     public string? InstanceId { get; init; }
 
+    /// <summary>A reset with a chosen method: the device's <c>reset_method</c> before, to put back.</summary>
+    public string? PreviousResetMethods { get; init; }
+
     /// <summary>1-based number of the step about to run; 0 before the first.</summary>
     public int Step { get; init; }
 

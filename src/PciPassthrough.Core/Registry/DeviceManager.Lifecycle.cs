@@ -109,6 +109,14 @@ public sealed partial class DeviceManager
             Preconditions.Check(record, command.IfMatch);
         }
 
+        // A release that would be refused (the VMM still holds the group, a quarantine) refuses
+        // the whole detach: dropping the attachment first would let another instance take a
+        // device the first one still uses.
+        if (release is not null)
+        {
+            ThrowIfRefused(record with { Attachment = null }, release);
+        }
+
         if (record.Attachment is not null)
         {
             record = registry.Update(record with { Attachment = null, UpdatedAt = Now() });

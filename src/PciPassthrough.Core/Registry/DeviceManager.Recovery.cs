@@ -69,6 +69,11 @@ public sealed partial class DeviceManager
             {
                 action = await RecoverRestoreAsync(entry, record, where, cancellationToken);
             }
+            else if (entry.Operation == "reset" && entry.PreviousResetMethods is { Length: > 0 } methods)
+            {
+                await binder.RestoreResetMethodAsync(entry.PciAddress, methods, NoStepJournal.Instance, cancellationToken);
+                action = Action(entry, JournalCompleted, $"reset interrupted at {where}; reset methods put back to '{methods}'");
+            }
             else
             {
                 action = Action(entry, JournalCompleted, $"{entry.Operation} interrupted at {where}; nothing to undo");
@@ -100,7 +105,8 @@ public sealed partial class DeviceManager
         {
             if (record is not null)
             {
-                registry.Update(record with { Binding = Merge(record.Binding, entry.Functions, entry.Group), UpdatedAt = Now() });
+                // Record and kernel agree again: whatever quarantined the device is over.
+                registry.Update(record with { Binding = Merge(record.Binding, entry.Functions, entry.Group), Quarantine = null, UpdatedAt = Now() });
             }
 
             return Action(entry, JournalCompleted,
@@ -117,7 +123,7 @@ public sealed partial class DeviceManager
             registry.Update(record with
             {
                 Binding = remaining.Count == 0 ? null : record.Binding! with { Functions = remaining },
-                Quarantine = notRestored.Count == 0 ? record.Quarantine
+                Quarantine = notRestored.Count == 0 ? null
                     : NewQuarantine("an interrupted bind could not be undone", ErrorCodes.OperationFailed),
                 UpdatedAt = Now(),
             });
@@ -158,7 +164,7 @@ public sealed partial class DeviceManager
             }
             else
             {
-                registry.Update(record with { Binding = null, UpdatedAt = Now() });
+                registry.Update(record with { Binding = null, Quarantine = null, UpdatedAt = Now() });
             }
         }
 

@@ -84,10 +84,14 @@ public sealed partial class DeviceManager
             throw VfioErrors.Held(holders);
         }
 
-        var entry = journal.Begin(NewEntry("reset", record, []));
+        // Checked before the journal starts, so a refused method leaves nothing behind.
+        var previousMethods = binder.CheckResetMethod(record.PciAddress, method);
+        var entry = journal.Begin(NewEntry("reset", record, []) with { PreviousResetMethods = method is null ? null : previousMethods });
         try
         {
-            await binder.ResetAsync(record.PciAddress, method, new JournalStepper(journal, entry), cancellationToken);
+            // Once the first write is made the operation runs to its end: a caller who gives up
+            // must not leave the device half-done (the lock wait above is what can be cancelled).
+            await binder.ResetAsync(record.PciAddress, method, new JournalStepper(journal, entry), CancellationToken.None);
         }
         catch (KernelWriteTimeoutException)
         {
@@ -105,14 +109,16 @@ public sealed partial class DeviceManager
         LogReset(logger, record.Id, record.PciAddress, method);
 
         // A reset is the operator's way out of a quarantine: first make record and kernel agree
-        // again by finishing or undoing what was left half-done.
+        // again by finishing or undoing what was left half-done. The quarantine is lifted only
+        // when that worked: a write still stuck in the kernel keeps the device quarantined.
+        var recovered = true;
         foreach (var pending in journal.Pending().Where(p => p.DeviceId == record.Id))
         {
-            await RecoverLockedAsync(pending, cancellationToken);
+            recovered &= (await RecoverLockedAsync(pending, CancellationToken.None)).Kind != QuarantinedKind;
         }
 
         record = Reload(record);
-        if (record.Quarantine is not null)
+        if (recovered && record.Quarantine is not null && !journal.Pending().Any(p => p.DeviceId == record.Id))
         {
             record = registry.Update(record with { Quarantine = null, UpdatedAt = Now() });
         }
@@ -320,7 +326,8 @@ public sealed partial class DeviceManager
         var stepper = new JournalStepper(journal, entry);
         try
         {
-            await binder.BindAsync(plan.Functions.Select(f => f.PciAddress).ToList(), stepper, cancellationToken);
+            // Started operations finish (or roll back) whatever the caller does meanwhile.
+            await binder.BindAsync(plan.Functions.Select(f => f.PciAddress).ToList(), stepper, CancellationToken.None);
         }
         catch (KernelWriteTimeoutException)
         {
@@ -334,7 +341,7 @@ public sealed partial class DeviceManager
             IReadOnlyList<RestoreOutcome> outcomes;
             try
             {
-                outcomes = await binder.RestoreAsync(plan.Functions.Reverse().ToList(), stepper, cancellationToken);
+                outcomes = await binder.RestoreAsync(plan.Functions.Reverse().ToList(), stepper, CancellationToken.None);
             }
             catch (KernelWriteTimeoutException)
             {
@@ -372,7 +379,7 @@ public sealed partial class DeviceManager
         IReadOnlyList<RestoreOutcome> outcomes;
         try
         {
-            outcomes = await binder.RestoreAsync(plan.Functions, new JournalStepper(journal, entry), cancellationToken);
+            outcomes = await binder.RestoreAsync(plan.Functions, new JournalStepper(journal, entry), CancellationToken.None);
         }
         catch (KernelWriteTimeoutException)
         {
@@ -389,6 +396,29 @@ public sealed partial class DeviceManager
             LogRestored(logger, record.Id, record.PciAddress, plan.Functions.Count);
             return record;
         }
+
+        // A function the original driver would not take is left with no driver at all: put it
+        // back on vfio-pci (it was there a moment ago), so it is parked, not stranded, and the
+        // record that still shows it bound tells the truth.
+        var parked = new List<PciAddress>();
+        foreach (var outcome in notRestored.Where(o => o.Actual is null))
+        {
+            try
+            {
+                await binder.BindAsync([outcome.PciAddress], new JournalStepper(journal, entry), CancellationToken.None);
+                parked.Add(outcome.PciAddress);
+            }
+            catch (VfioStepException e)
+            {
+                LogParkFailed(logger, e, outcome.PciAddress);
+            }
+        }
+
+        notRestored = notRestored
+            .Select(o => parked.Contains(o.PciAddress)
+                ? o with { Actual = SysfsPaths.VfioPciDriver, Problem = o.Problem + "; put back on vfio-pci" }
+                : o)
+            .ToList();
 
         // Keep what could not be returned on record, so a retry after a reset knows what to restore.
         record = registry.Update(record with
@@ -489,6 +519,10 @@ public sealed partial class DeviceManager
     [LoggerMessage(EventId = 3104, Level = LogLevel.Error,
         Message = "Quarantined device {DeviceId} at {PciAddress}: {Reason}")]
     private static partial void LogQuarantined(ILogger logger, string deviceId, PciAddress pciAddress, string reason);
+
+    [LoggerMessage(EventId = 3106, Level = LogLevel.Error,
+        Message = "{PciAddress} could not go back to its driver nor to vfio-pci; it has no driver")]
+    private static partial void LogParkFailed(ILogger logger, Exception exception, PciAddress pciAddress);
 
     [LoggerMessage(EventId = 3105, Level = LogLevel.Information,
         Message = "Reset device {DeviceId} at {PciAddress} (method {Method})")]

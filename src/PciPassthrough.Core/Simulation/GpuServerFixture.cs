@@ -49,7 +49,7 @@ public static class GpuServerFixture
             Bridge("0000:00:1c.0", Intel, 0xa190, 0x060400, group: 3, numa: 0, driver: "pcieport"),
             // BMC: the VGA behind the ASPEED PCI-to-PCI bridge shares a group with the onboard NIC.
             Bridge("0000:02:00.0", Aspeed, 0x1150, 0x060400, group: 3, numa: 0, driver: null, parent: "0000:00:1c.0"),
-            new() { Address = A("0000:03:00.0"), VendorId = Aspeed, DeviceId = 0x2000, ClassCode = 0x030000, SubsystemVendorId = 0x15d9, SubsystemDeviceId = 0x095d, Driver = "ast", IommuGroup = 3, NumaNode = 0, Parent = A("0000:02:00.0"), ResetMethods = ["pm", "bus"], DriverDeviceNodes = ["/dev/dri/card0"] },
+            new() { Address = A("0000:03:00.0"), VendorId = Aspeed, DeviceId = 0x2000, ClassCode = 0x030000, SubsystemVendorId = 0x15d9, SubsystemDeviceId = 0x095d, Driver = "ast", IommuGroup = 3, NumaNode = 0, Parent = A("0000:02:00.0"), ResetMethods = ["pm", "bus"], DriverDeviceNodes = ["/dev/dri/card0"], BootVga = true },
             new() { Address = A("0000:04:00.0"), VendorId = Intel, DeviceId = 0x1533, ClassCode = 0x020000, SubsystemVendorId = 0x15d9, SubsystemDeviceId = 0x1533, Driver = "igb", IommuGroup = 3, NumaNode = 0, Parent = A("0000:02:00.0") },
 
             // Socket 0 PCIe: GPU + audio, NVMe, dual-port NIC.

@@ -32,6 +32,9 @@ public sealed record SimulatedDeviceSpec
     /// <summary>The bridge this function sits behind; null for a function on a root bus.</summary>
     public PciAddress? Parent { get; init; }
 
+    /// <summary>The VGA device the firmware booted with (the host console): sysfs shows <c>boot_vga</c> = 1.</summary>
+    public bool BootVga { get; init; }
+
     /// <summary>Reset methods the function supports, in the kernel's order; empty for none.</summary>
     public IReadOnlyList<string> ResetMethods { get; init; } = ["flr", "bus"];
 

@@ -7,6 +7,9 @@ namespace PciPassthrough.Simulation;
 /// <summary>A misbehaviour the simulated kernel shows for one device (see <c>Simulate:FaultsFile</c>).</summary>
 public abstract record SimulatedFault
 {
+    /// <summary>Longest <c>unbind_delay</c> accepted (an hour); beyond that use <c>unbind_hangs</c>.</summary>
+    public const double MaxDelaySeconds = 3600;
+
     /// <summary>Writes to <c>unbind</c> for the device block until <see cref="SimulatedKernel.ReleaseHangs"/>.</summary>
     public sealed record UnbindHangs : SimulatedFault;
 
@@ -36,7 +39,8 @@ public abstract record SimulatedFault
         return (name, value) switch
         {
             ("unbind_hangs", null) => new UnbindHangs(),
-            ("unbind_delay", { } v) when double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var s) && s >= 0 =>
+            ("unbind_delay", { } v) when double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var s) &&
+                s is >= 0 and <= MaxDelaySeconds =>
                 new UnbindDelay(TimeSpan.FromSeconds(s)),
             ("bind_refused", null) => new BindRefused(Sysfs.SysfsPaths.VfioPciDriver),
             ("bind_refused", { } driver) when Sysfs.SysfsPaths.IsValidDriverName(driver) => new BindRefused(driver),

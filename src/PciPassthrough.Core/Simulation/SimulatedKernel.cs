@@ -132,6 +132,17 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
     public override void Write(string path, string value)
     {
         SysfsPaths.EnsureSafe(path);
+        if (value.Length == 0)
+        {
+            // sysfs returns 0 for an empty write before any attribute code runs.
+            if (!Exists(path))
+            {
+                throw KernelErrno.Failure(KernelErrno.ENOENT, path);
+            }
+
+            return;
+        }
+
         var parts = path.Split('/');
         // parts: "", "sys", "bus", "pci", ...
         if (path == SysfsPaths.DriversProbe)
@@ -325,11 +336,13 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
                 _state.DynamicIds[driver] = ids = [];
             }
 
-            if (!ids.Contains(id))
+            // The kernel refuses an id the driver already matches (dynamic or in its own table).
+            if (ids.Contains(id) || AllDevices().Any(a => IdOf(a) == id && _state.NativeDrivers.GetValueOrDefault(a.ToString()) == driver))
             {
-                ids.Add(id);
+                throw KernelErrno.Failure(KernelErrno.EEXIST, path);
             }
 
+            ids.Add(id);
             SaveState();
             // Adding an id makes the kernel try the driver on every unbound device it now matches.
             foreach (var address in AllDevices())
@@ -369,7 +382,7 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
             throw KernelErrno.Failure(KernelErrno.ENOENT, path);
         }
 
-        if (!long.TryParse(value.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var n) || n != 1)
+        if (ParseUnsigned(value) != 1)
         {
             throw KernelErrno.Failure(KernelErrno.EINVAL, path);
         }
@@ -391,6 +404,38 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
             _state.ResetCounts[key] = _state.ResetCounts.GetValueOrDefault(key) + 1;
             SaveState();
         }
+    }
+
+    /// <summary>kstrtoul(buf, 0): an optional '+', then 0x-hex, 0-octal or decimal, one trailing newline; else null.</summary>
+    private static ulong? ParseUnsigned(string value)
+    {
+        var text = value.EndsWith('\n') ? value[..^1] : value;
+        if (text.StartsWith('+'))
+        {
+            text = text[1..];
+        }
+
+        var (digits, radix) = text.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? (text[2..], 16)
+            : text.Length > 1 && text[0] == '0' ? (text[1..], 8)
+            : (text, 10);
+        if (digits.Length == 0)
+        {
+            return null;
+        }
+
+        ulong result = 0;
+        foreach (var c in digits)
+        {
+            var d = char.IsAsciiDigit(c) ? c - '0' : char.IsAsciiHexDigit(c) ? char.ToLowerInvariant(c) - 'a' + 10 : 99;
+            if (d >= radix)
+            {
+                return null;
+            }
+
+            result = checked((result * (ulong)radix) + (ulong)d);
+        }
+
+        return result;
     }
 
     private void SetResetMethod(string path, PciAddress address, string value)
@@ -445,7 +490,7 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
             {
                 var current = _faults.GetValueOrDefault(address) ?? [];
                 blocked = (current.OfType<SimulatedFault.UnbindHangs>().Any() && Interlocked.Read(ref _hangGeneration) == generation) ||
-                    current.Any(f => f is SimulatedFault.Holder or SimulatedFault.Service);
+                    (WaitsForUsers(CurrentDriver(address)) && current.Any(f => f is SimulatedFault.Holder or SimulatedFault.Service));
             }
 
             var wait = deadline - DateTime.UtcNow;
@@ -460,6 +505,13 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
 
         throw new IOException("The simulated kernel was shut down while an unbind was blocked", KernelErrno.EIO);
     }
+
+    /// <summary>
+    /// Drivers whose remove waits until every user has closed the device (vfio-pci waits for the
+    /// VMM to release it, NVIDIA's for /dev/nvidia* to be closed); others tear the device down
+    /// under their users.
+    /// </summary>
+    private static bool WaitsForUsers(string? driver) => driver is SysfsPaths.VfioPciDriver or "nvidia";
 
     private void SignalFaultsChanged()
     {
@@ -512,8 +564,7 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
             return true;
         }
 
-        var id = $"{Read(address, "vendor")} {Read(address, "device")}";
-        return _state.DynamicIds.TryGetValue(driver, out var ids) && ids.Contains(id);
+        return _state.DynamicIds.TryGetValue(driver, out var ids) && IdOf(address) is { } id && ids.Contains(id);
     }
 
     /// <summary>The errno a driver's probe fails with, or null when it binds.</summary>
@@ -545,6 +596,16 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
         // and a torn pair is repaired from it at start-up.
         MakeLink(Full(SysfsPaths.Driver(driver) + "/" + address), deviceDir);
         MakeLink(System.IO.Path.Combine(deviceDir, "driver"), Full(SysfsPaths.Driver(driver)));
+        if (driver == _state.NativeDrivers.GetValueOrDefault(address.ToString()))
+        {
+            foreach (var (relative, content) in _state.DriverTraces.GetValueOrDefault(address.ToString()) ?? [])
+            {
+                var file = System.IO.Path.Combine(Root, relative);
+                Directory.CreateDirectory(System.IO.Path.GetDirectoryName(file)!);
+                File.WriteAllText(file, content);
+            }
+        }
+
         SyncDevVfio();
         RenderHolders();
     }
@@ -554,8 +615,28 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
         var deviceDir = RealDeviceDirectory(address);
         File.Delete(System.IO.Path.Combine(deviceDir, "driver"));
         File.Delete(Full(SysfsPaths.Driver(driver) + "/" + address));
+        // The driver's class devices and /proc entries go with it.
+        foreach (var relative in (_state.DriverTraces.GetValueOrDefault(address.ToString()) ?? []).Keys)
+        {
+            var file = System.IO.Path.Combine(Root, relative);
+            File.Delete(file);
+            RemoveEmptyParents(System.IO.Path.GetDirectoryName(file)!, deviceDir);
+        }
+
         SyncDevVfio();
         RenderHolders();
+    }
+
+    /// <summary>Removes now-empty directories from <paramref name="directory"/> up to (not including) the device or /proc/driver.</summary>
+    private void RemoveEmptyParents(string directory, string deviceDir)
+    {
+        var stop = System.IO.Path.Combine(Root, "proc", "driver");
+        while (directory.Length > Root.Length && directory != deviceDir && directory != stop &&
+               Directory.Exists(directory) && !Directory.EnumerateFileSystemEntries(directory).Any())
+        {
+            Directory.Delete(directory);
+            directory = System.IO.Path.GetDirectoryName(directory)!;
+        }
     }
 
     /// <summary><c>/dev/vfio/N</c> for every group with a function bound to vfio-pci, and no other.</summary>
@@ -702,12 +783,48 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
                 _state.NativeDrivers[key] = driver == SysfsPaths.VfioPciDriver ? null : driver;
             }
 
+            if (!_state.DriverTraces.ContainsKey(key))
+            {
+                _state.DriverTraces[key] = CaptureTraces(address);
+            }
+
             if (!_state.SupportedResetMethods.ContainsKey(key))
             {
                 var methods = ReadText(SysfsPaths.DeviceAttribute(address, DeviceAttribute.ResetMethod)) ?? "";
                 _state.SupportedResetMethods[key] = [.. methods.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)];
             }
         }
+    }
+
+    /// <summary>The files a bound native driver shows for the device, relative to the root.</summary>
+    private Dictionary<string, string> CaptureTraces(PciAddress address)
+    {
+        var traces = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (CurrentDriver(address) is null)
+        {
+            return traces;
+        }
+
+        var deviceDir = RealDeviceDirectory(address);
+        foreach (var classDir in new[] { "drm", "nvme" })
+        {
+            var dir = System.IO.Path.Combine(deviceDir, classDir);
+            if (Directory.Exists(dir))
+            {
+                foreach (var file in Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories))
+                {
+                    traces[System.IO.Path.GetRelativePath(Root, file)] = File.ReadAllText(file);
+                }
+            }
+        }
+
+        var nvidia = System.IO.Path.Combine(Root, "proc", "driver", "nvidia", "gpus", address.ToString(), "information");
+        if (File.Exists(nvidia))
+        {
+            traces[System.IO.Path.GetRelativePath(Root, nvidia)] = File.ReadAllText(nvidia);
+        }
+
+        return traces;
     }
 
     /// <summary>Removes a driver's entry whose device does not link back (a crash between the two link writes).</summary>
@@ -756,6 +873,12 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
         var value = Read(address, "driver_override").Trim();
         return value.Length == 0 || value == "(null)" ? null : value;
     }
+
+    /// <summary>"vvvv dddd" of a device, as <c>new_id</c> takes it, or null when unreadable.</summary>
+    private string? IdOf(PciAddress address) =>
+        PciId.TryParse(Read(address, "vendor"), out var vendor) && PciId.TryParse(Read(address, "device"), out var device)
+            ? $"{PciId.Format(vendor)} {PciId.Format(device)}"
+            : null;
 
     private int? GroupOf(PciAddress address) =>
         ReadLink(SysfsPaths.DeviceAttribute(address, DeviceAttribute.IommuGroup)) is { } link &&

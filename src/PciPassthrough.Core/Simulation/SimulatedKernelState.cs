@@ -18,6 +18,12 @@ internal sealed class SimulatedKernelState
     /// <summary>Per device: the reset methods it supports, in the kernel's order.</summary>
     public Dictionary<string, List<string>> SupportedResetMethods { get; set; } = [];
 
+    /// <summary>
+    /// Per device: what its native driver creates while bound (DRM and NVMe class directories,
+    /// NVIDIA's /proc entry), as paths under the root with their contents; gone while it is not bound.
+    /// </summary>
+    public Dictionary<string, Dictionary<string, string>> DriverTraces { get; set; } = [];
+
     /// <summary>Per device: how many times <c>reset</c> succeeded.</summary>
     public Dictionary<string, int> ResetCounts { get; set; } = [];
 }

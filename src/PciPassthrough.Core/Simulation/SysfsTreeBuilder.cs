@@ -84,6 +84,11 @@ public sealed class SysfsTreeBuilder
         WriteAttribute(dir, "irq", "0");
         WriteAttribute(dir, "local_cpulist", spec.NumaNode == 1 ? "8-15" : "0-7");
         WriteAttribute(dir, "modalias", Modalias(spec));
+        if ((spec.ClassCode >> 8) == 0x0300)
+        {
+            // Linux shows boot_vga on VGA-class functions only.
+            WriteAttribute(dir, "boot_vga", spec.BootVga ? "1" : "0");
+        }
         if (spec.ResetMethods.Count > 0)
         {
             WriteAttribute(dir, "reset_method", string.Join(' ', spec.ResetMethods));

@@ -10,6 +10,7 @@ public static class KernelErrno
     public const int ENOENT = 2;
     public const int EIO = 5;
     public const int EBUSY = 16;
+    public const int EEXIST = 17;
     public const int ENODEV = 19;
     public const int EINVAL = 22;
     public const int EACCES = 13;
@@ -20,6 +21,7 @@ public static class KernelErrno
         ENOENT => "ENOENT",
         EIO => "EIO",
         EBUSY => "EBUSY",
+        EEXIST => "EEXIST",
         ENODEV => "ENODEV",
         EINVAL => "EINVAL",
         EACCES => "EACCES",
@@ -39,6 +41,7 @@ public static class KernelErrno
         ENOENT => "No such file or directory",
         EIO => "Input/output error",
         EBUSY => "Device or resource busy",
+        EEXIST => "File exists",
         ENODEV => "No such device",
         EINVAL => "Invalid argument",
         EACCES => "Permission denied",

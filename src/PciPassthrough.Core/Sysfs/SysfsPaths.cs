@@ -91,6 +91,7 @@ public static partial class SysfsPaths
         Sysfs.DeviceAttribute.ResetMethod => "reset_method",
         Sysfs.DeviceAttribute.Revision => "revision",
         Sysfs.DeviceAttribute.Modalias => "modalias",
+        Sysfs.DeviceAttribute.BootVga => "boot_vga",
         _ => throw new ArgumentOutOfRangeException(nameof(attribute)),
     };
 
@@ -122,4 +123,5 @@ public enum DeviceAttribute
     ResetMethod,
     Revision,
     Modalias,
+    BootVga,
 }

@@ -32,6 +32,9 @@ public sealed partial class SysfsVfioBinder(
 {
     public const string VfioPci = SysfsPaths.VfioPciDriver;
 
+    /// <summary>The last step of a restore: the original override, once the original driver is back.</summary>
+    public const string RestoreOverrideAction = "restore_override";
+
     /// <summary>The seed's IsVFIOAvailable, with what is missing.</summary>
     public VfioAvailability CheckVfioAvailable() => new(
         sysfs.Exists(SysfsPaths.Driver(VfioPci)),
@@ -64,7 +67,22 @@ public sealed partial class SysfsVfioBinder(
 
         foreach (var member in discovery.GetIommuGroupDevices(group))
         {
-            if (member == address || allowed.Contains(member) || discovery.GetDeviceInfo(member) is not { } info || info.IsBridge)
+            if (member == address || discovery.GetDeviceInfo(member) is not { } info || info.IsBridge)
+            {
+                continue;
+            }
+
+            // The display the host booted on is its console: never taken along with a group
+            // (binding it explicitly, as the device asked for, stays possible).
+            if (info.CurrentDriver is { } consoleDriver && consoleDriver != VfioPci &&
+                sysfs.ReadText(SysfsPaths.DeviceAttribute(member, DeviceAttribute.BootVga))?.Trim() == "1")
+            {
+                blockers.Add(new BlockingDevice(member.ToString(), consoleDriver, info.ClassCode.ToString(),
+                    $"the host's boot display (boot_vga) on {consoleDriver}: giving it up would take the host console"));
+                continue;
+            }
+
+            if (allowed.Contains(member))
             {
                 continue;
             }
@@ -140,7 +158,12 @@ public sealed partial class SysfsVfioBinder(
         return steps;
     }
 
-    /// <summary>The steps that return <paramref name="functions"/> to what they had before the daemon bound them.</summary>
+    /// <summary>
+    /// The steps that return <paramref name="functions"/> to what they had before the daemon bound
+    /// them: clear the override, unbind, probe (expecting the original driver), and only then put
+    /// back an original override — written first, an override naming another driver would make
+    /// the probe bind that driver instead.
+    /// </summary>
     public IReadOnlyList<KernelStep> PlanRestore(IReadOnlyList<BoundFunction> functions)
     {
         var steps = new List<KernelStep>();
@@ -153,21 +176,37 @@ public sealed partial class SysfsVfioBinder(
                 continue;
             }
 
-            Add(steps, a, "set_override", SysfsPaths.DeviceAttribute(function.PciAddress, DeviceAttribute.DriverOverride),
-                function.OriginalDriverOverride ?? "\n",
-                function.OriginalDriverOverride is { } o ? $"restore driver_override of {a} to {o}" : $"clear driver_override of {a}");
-            if (driver is not null && driver != function.OriginalDriver)
+            var overridePath = SysfsPaths.DeviceAttribute(function.PciAddress, DeviceAttribute.DriverOverride);
+            var driverBack = function.OriginalUnknown ? driver != VfioPci : driver == function.OriginalDriver;
+            if (!driverBack)
             {
-                Add(steps, a, "unbind", SysfsPaths.DriverUnbind(driver), a, $"unbind {a} from {driver}");
+                if (ReadOverride(function.PciAddress) is not null)
+                {
+                    Add(steps, a, "set_override", overridePath, "\n", $"clear driver_override of {a}");
+                }
+
+                if (driver is not null)
+                {
+                    Add(steps, a, "unbind", SysfsPaths.DriverUnbind(driver), a, $"unbind {a} from {driver}");
+                }
+
+                if (function.OriginalDriver is { } original)
+                {
+                    Add(steps, a, "probe", SysfsPaths.DriversProbe, a, $"probe {a} (expects {original})");
+                }
+                else if (function.OriginalUnknown)
+                {
+                    Add(steps, a, "probe", SysfsPaths.DriversProbe, a, $"probe {a} (the kernel picks its driver)");
+                }
             }
 
-            if (function.OriginalDriver is { } original && driver != original)
+            if (function.OriginalDriverOverride is { } o)
             {
-                Add(steps, a, "probe", SysfsPaths.DriversProbe, a, $"probe {a} (expects {original})");
+                Add(steps, a, RestoreOverrideAction, overridePath, o, $"restore driver_override of {a} to {o}");
             }
-            else if (function.OriginalUnknown)
+            else if (driverBack)
             {
-                Add(steps, a, "probe", SysfsPaths.DriversProbe, a, $"probe {a} (the kernel picks its driver)");
+                Add(steps, a, "set_override", overridePath, "\n", $"clear driver_override of {a}");
             }
         }
 
@@ -218,14 +257,21 @@ public sealed partial class SysfsVfioBinder(
             string? problem = null;
             try
             {
+                var driverEnsured = false;
                 foreach (var step in PlanRestore([function]))
                 {
+                    if (step.Action == RestoreOverrideAction && function.OriginalDriver is { } original)
+                    {
+                        await EnsureDriverAsync(function.PciAddress, original, journal, cancellationToken);
+                        driverEnsured = true;
+                    }
+
                     await RunAsync(step, journal, cancellationToken);
                 }
 
-                if (function.OriginalDriver is { } original)
+                if (!driverEnsured && function.OriginalDriver is { } expected)
                 {
-                    await EnsureDriverAsync(function.PciAddress, original, journal, cancellationToken);
+                    await EnsureDriverAsync(function.PciAddress, expected, journal, cancellationToken);
                 }
             }
             catch (VfioStepException e)
@@ -247,27 +293,41 @@ public sealed partial class SysfsVfioBinder(
         return outcomes;
     }
 
+    /// <summary>
+    /// Checks that the function can be reset (with <paramref name="method"/> when given) and
+    /// returns its <c>reset_method</c> now, to restore after a reset with a chosen method.
+    /// </summary>
+    public string? CheckResetMethod(PciAddress address, string? method)
+    {
+        if (!sysfs.Exists(SysfsPaths.DeviceAttribute(address, DeviceAttribute.Reset)))
+        {
+            throw new PassthroughException(ErrorCodes.OperationFailed, $"{address} has no reset method the kernel can use",
+                new Dictionary<string, object?> { ["rolled_back"] = true, ["not_undone"] = Array.Empty<object>() });
+        }
+
+        var current = sysfs.ReadText(SysfsPaths.DeviceAttribute(address, DeviceAttribute.ResetMethod))?.Trim();
+        if (method is not null)
+        {
+            var supported = (current ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (!supported.Contains(method))
+            {
+                throw new PassthroughException(ErrorCodes.ValidationFailed,
+                    $"Reset method '{method}' is not available for {address} (available: {string.Join(", ", supported)})",
+                    new Dictionary<string, object?> { ["errors"] = new Dictionary<string, string[]> { ["method"] = ["not available for this device"] } });
+            }
+        }
+
+        return current;
+    }
+
     /// <summary>Resets a function through the kernel's <c>reset</c>, with <paramref name="method"/> selected for this reset only.</summary>
     public async Task ResetAsync(PciAddress address, string? method, IStepJournal journal, CancellationToken cancellationToken)
     {
         var a = address.ToString();
-        if (!sysfs.Exists(SysfsPaths.DeviceAttribute(address, DeviceAttribute.Reset)))
-        {
-            throw new VfioStepException(address, "reset", $"{a} has no reset method the kernel can use");
-        }
-
+        var previous = CheckResetMethod(address, method);
         var methodPath = SysfsPaths.DeviceAttribute(address, DeviceAttribute.ResetMethod);
-        var previous = sysfs.ReadText(methodPath)?.Trim();
         if (method is not null)
         {
-            var supported = (previous ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (!supported.Contains(method))
-            {
-                throw new PassthroughException(ErrorCodes.ValidationFailed,
-                    $"Reset method '{method}' is not available for {a} (available: {string.Join(", ", supported)})",
-                    new Dictionary<string, object?> { ["errors"] = new Dictionary<string, string[]> { ["method"] = ["not available for this device"] } });
-            }
-
             await RunAsync(new KernelStep(0, a, "set_reset_method", methodPath, method, $"select reset method {method} for {a}"), journal, cancellationToken);
         }
 
@@ -280,11 +340,15 @@ public sealed partial class SysfsVfioBinder(
         {
             if (method is not null && !string.IsNullOrEmpty(previous))
             {
-                await RunAsync(new KernelStep(0, a, "set_reset_method", methodPath, previous, $"restore reset methods of {a}"),
-                    journal, cancellationToken);
+                await RestoreResetMethodAsync(address, previous, journal, cancellationToken);
             }
         }
     }
+
+    /// <summary>Puts back the reset methods a reset with a chosen method replaced.</summary>
+    public Task RestoreResetMethodAsync(PciAddress address, string methods, IStepJournal journal, CancellationToken cancellationToken) =>
+        RunAsync(new KernelStep(0, address.ToString(), "set_reset_method", SysfsPaths.DeviceAttribute(address, DeviceAttribute.ResetMethod),
+            methods, $"restore reset methods of {address}"), journal, cancellationToken);
 
     /// <summary>Whether the function is back where it was (an unknown original counts as anything but vfio-pci).</summary>
     private bool IsRestored(BoundFunction function, string? driver) =>

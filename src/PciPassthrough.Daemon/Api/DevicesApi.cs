@@ -216,9 +216,10 @@ public static class DevicesApi
     public static async Task<Ok<DeviceDto>> ResetDeviceAsync(string id, string? method, bool? force, IDeviceManager devices,
         HttpContext context, CancellationToken cancellationToken)
     {
-        if (method is not null && (method.Length is 0 or > 32 || !method.All(char.IsAsciiLetterLower)))
+        // Kernel reset method names: flr, af_flr, pm, bus, cxl_bus, device_specific...
+        if (method is not null && (method.Length is 0 or > 32 || !method.All(c => char.IsAsciiLetterLower(c) || c == '_')))
         {
-            throw ApiProblemException.Validation("method", "must be a reset method name such as flr, pm or bus");
+            throw ApiProblemException.Validation("method", "must be a reset method name such as flr, af_flr, pm or bus");
         }
 
         return TypedResults.Ok(DeviceHttp.Respond(context, await devices.ResetAsync(id, method, force ?? false, cancellationToken)));

@@ -1,39 +1,47 @@
+using Microsoft.Extensions.Http.Resilience;
+using Microsoft.Extensions.Options;
 using PciPassthrough.Lifecycle;
 
 namespace PciPassthrough.Daemon.Hosting;
 
-/// <summary>Picks the liveness checker <c>Liveness:Mode</c> names; <c>http</c> gets a resilient HttpClient.</summary>
+/// <summary>
+/// The liveness checker <c>Liveness:Mode</c> names, chosen from the validated options when first
+/// needed; <c>http</c> mode gets a named HttpClient with a timeout-and-retry pipeline.
+/// </summary>
 public static class LivenessSetup
 {
-    public static IServiceCollection AddLiveness(this IServiceCollection services, IConfiguration configuration)
+    public static IServiceCollection AddLiveness(this IServiceCollection services)
     {
-        var options = configuration.GetSection(LivenessOptions.Section).Get<LivenessOptions>() ?? new LivenessOptions();
-        switch (options.Mode)
-        {
-            case LivenessMode.Http:
-                // Validation on start reports a missing or bad URL; until then, a placeholder keeps composition going.
-                var url = options.Url is { IsAbsoluteUri: true } u ? u : new Uri("http://127.0.0.1/");
-                var baseAddress = url.AbsoluteUri.EndsWith('/') ? url : new Uri(url.AbsoluteUri + "/");
-                var attempt = TimeSpan.FromTicks(Math.Max(options.Timeout.Ticks / 3, TimeSpan.FromMilliseconds(50).Ticks));
-                services.AddHttpClient(HttpLivenessChecker.ClientName, c => c.BaseAddress = baseAddress)
-                    .AddStandardResilienceHandler(r =>
-                    {
-                        r.TotalRequestTimeout.Timeout = options.Timeout;
-                        r.AttemptTimeout.Timeout = attempt;
-                        r.Retry.MaxRetryAttempts = 2;
-                        r.Retry.Delay = TimeSpan.FromMilliseconds(100);
-                        r.CircuitBreaker.SamplingDuration = TimeSpan.FromTicks(Math.Max(attempt.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
-                    });
-                services.AddSingleton<IInstanceLivenessChecker, HttpLivenessChecker>();
-                break;
-            case LivenessMode.None:
-                services.AddSingleton<IInstanceLivenessChecker, NoLivenessChecker>();
-                break;
-            default:
-                services.AddSingleton<IInstanceLivenessChecker, ProcessLivenessChecker>();
-                break;
-        }
+        services.AddHttpClient(HttpLivenessChecker.ClientName, (sp, client) =>
+            {
+                var url = sp.GetRequiredService<IOptions<LivenessOptions>>().Value.Url;
+                if (url is { IsAbsoluteUri: true })
+                {
+                    // A base address without a trailing slash would drop its last segment from "instances/...".
+                    client.BaseAddress = url.AbsoluteUri.EndsWith('/') ? url : new Uri(url.AbsoluteUri + "/");
+                }
+            })
+            .AddStandardResilienceHandler()
+            .Configure((resilience, sp) =>
+            {
+                var timeout = sp.GetRequiredService<IOptions<LivenessOptions>>().Value.Timeout;
+                var attempt = TimeSpan.FromTicks(Math.Max(timeout.Ticks / 3, TimeSpan.FromMilliseconds(50).Ticks));
+                resilience.TotalRequestTimeout.Timeout = timeout;
+                resilience.AttemptTimeout.Timeout = attempt;
+                resilience.Retry.MaxRetryAttempts = 2;
+                resilience.Retry.Delay = TimeSpan.FromMilliseconds(100);
+                resilience.CircuitBreaker.SamplingDuration = TimeSpan.FromTicks(Math.Max(attempt.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
+            });
 
+        services.AddSingleton<ProcessLivenessChecker>();
+        services.AddSingleton<HttpLivenessChecker>();
+        services.AddSingleton<NoLivenessChecker>();
+        services.AddSingleton<IInstanceLivenessChecker>(sp => sp.GetRequiredService<IOptions<LivenessOptions>>().Value.Mode switch
+        {
+            LivenessMode.Http => sp.GetRequiredService<HttpLivenessChecker>(),
+            LivenessMode.None => sp.GetRequiredService<NoLivenessChecker>(),
+            _ => sp.GetRequiredService<ProcessLivenessChecker>(),
+        });
         return services;
     }
 }

@@ -57,7 +57,7 @@ public static class PassthroughHostingExtensions
         services.AddSingleton<IDeviceManager>(sp => sp.GetRequiredService<DeviceManager>());
         services.AddSingleton<HostInspector>();
         services.AddPassthroughMetrics();
-        services.AddLiveness(builder.Configuration);
+        services.AddLiveness();
         services.AddSingleton<ReconcileRunner>();
         services.AddSingleton<StartupState>();
         services.AddSingleton<IStartupGate>(sp => sp.GetRequiredService<StartupState>());

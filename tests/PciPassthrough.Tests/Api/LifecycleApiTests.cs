@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Hosting;
@@ -224,7 +223,7 @@ public sealed class LifecycleApiTests
 
         Assert.True(problem.GetProperty("errors").TryGetProperty(field, out _), problem.ToString());
         Assert.Equal(etag, await CurrentETagAsync(client, id));
-        Assert.Equal("nvme", app.HostRoot is { } root ? Driver(root, Nvme) : null);
+        Assert.Equal("nvme", Driver(app.HostRoot, Nvme));
     }
 
     [Theory]

@@ -9,7 +9,6 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using PciPassthrough.Daemon.Hosting;
-using PciPassthrough.Devices;
 using PciPassthrough.Discovery;
 using PciPassthrough.Registry;
 using PciPassthrough.Sysfs;

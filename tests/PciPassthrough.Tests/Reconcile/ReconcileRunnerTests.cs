@@ -4,7 +4,6 @@ using PciPassthrough.Lifecycle;
 using PciPassthrough.Registry;
 using PciPassthrough.Simulation;
 using PciPassthrough.Tests.TestDoubles;
-using PciPassthrough.Vfio;
 using static PciPassthrough.Lifecycle.Tests.LifecycleTestKit;
 
 namespace PciPassthrough.Reconcile.Tests;
@@ -397,6 +396,82 @@ public sealed class ReconcileRunnerTests : IDisposable
         Assert.Equal(DeviceState.Attached, attached.State);
     }
 
+    [Fact]
+    public async Task RunAsync_AttachmentReplacedBetweenObservingAndApplying_NewAttachmentKept()
+    {
+        var device = await RegisterAsync(_host, Nvme);
+        WriteProcess(_host.HostRoot, 600, startTime: 1);
+        await _host.Manager.AttachAsync(device.Id, new AttachCommand("vm-old", 600));
+        RemoveProcess(_host.HostRoot, 600);
+        // While the runner asks about vm-old, the orchestrator detaches it and attaches vm-new.
+        var liveness = new OnAsk(async () =>
+        {
+            await _host.Manager.DetachAsync(device.Id, new DetachCommand("vm-old"));
+            await _host.Manager.AttachAsync(device.Id, new AttachCommand("vm-new"));
+        }, ProcessLiveness(_host));
+        using var runner = Runner(_host, liveness);
+
+        var report = await runner.RunAsync(dryRun: false);
+
+        var action = Action(report, device.Id, ReconcileKinds.OrphanCleared);
+        Assert.False(action.Applied);
+        Assert.Contains("kept", action.Detail, StringComparison.Ordinal);
+        Assert.Equal("vm-new", Record(_host, device.Id).Attachment?.InstanceId);
+    }
+
+    [Fact]
+    public async Task RunAsync_TwoRunsAtOnce_SerializedSoEachRepairIsAppliedOnce()
+    {
+        var device = await AttachToAVmmThatExitsAsync();
+        using var runner = Runner(_host, restoreStranded: true);
+
+        var reports = await Task.WhenAll(Task.Run(() => runner.RunAsync(dryRun: false)), Task.Run(() => runner.RunAsync(dryRun: false)));
+
+        var applied = reports.SelectMany(r => r.Actions).Where(a => a.Applied).Select(a => a.Kind).Order(StringComparer.Ordinal).ToList();
+        Assert.Equal([ReconcileKinds.OrphanCleared, ReconcileKinds.StrandedOnVfio], applied);
+        Assert.Single(reports, r => r.Actions.Count == 0);
+        Assert.Equal("nvme", _host.DriverOf(Nvme));
+        Assert.Null(Record(_host, device.Id).Attachment);
+    }
+
+    [Fact]
+    public async Task RunAsync_OperationInFlight_LeftToFinishOnItsOwn()
+    {
+        using var host = new SimulatedHost(timeout: TimeSpan.FromMinutes(1),
+            faults: new Dictionary<PciAddress, IReadOnlyList<SimulatedFault>> { [PciAddress.Parse(Nvme)] = [new SimulatedFault.UnbindHangs()] });
+        var busy = await RegisterAsync(host, Nvme);
+        var attached = await RegisterAsync(host, Nvme2);
+        await host.Manager.AttachAsync(attached.Id, new AttachCommand("vm-1"));
+        var binding = host.Manager.BindToVfioAsync(busy.Id, new VfioRequest());
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (!host.Journal.Pending().Any(e => e.DeviceId == busy.Id && e.Step >= 2))
+        {
+            await Task.Delay(5, timeout.Token);
+        }
+
+        // The runner reads the journal before asking liveness; once it asks, the bind may finish.
+        var asked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var runner = Runner(host, new OnAsk(() =>
+        {
+            asked.TrySetResult();
+            return Task.CompletedTask;
+        }, ProcessLiveness(host)));
+        var reconcile = runner.RunAsync(dryRun: false);
+        await asked.Task.WaitAsync(timeout.Token);
+        host.Kernel.ReleaseHangs();
+
+        var bound = await binding;
+        var report = await reconcile;
+
+        var action = Assert.Single(report.Actions, a => a.DeviceId == busy.Id);
+        Assert.False(action.Applied);
+        Assert.Contains("ended on its own", action.Detail, StringComparison.Ordinal);
+        Assert.Equal(DeviceState.Bound, bound.Device!.State);
+        Assert.Equal("vfio-pci", host.DriverOf(Nvme));
+        Assert.Equal("nvme", Record(host, busy.Id).Binding!.Functions.Single().OriginalDriver);
+        Assert.Empty(JournalFiles(host));
+    }
+
     /// <summary>A bind whose unbind from nvme hung (then finished late): quarantined, journal entry left, device driverless.</summary>
     private static async Task<SimulatedHost> QuarantinedByAHungUnbindAsync()
     {
@@ -416,6 +491,28 @@ public sealed class ReconcileRunnerTests : IDisposable
         Assert.NotNull(Record(host, device.Id).Quarantine);
         Assert.Single(JournalFiles(host));
         return host;
+    }
+
+    /// <summary>Runs something the first time liveness is asked about an instance, then answers as the inner checker.</summary>
+    private sealed class OnAsk(Func<Task> first, IInstanceLivenessChecker inner) : IInstanceLivenessChecker
+    {
+        private int _asked;
+
+        public async Task<InstanceState> IsInstanceRunningAsync(AttachmentRecord attachment, CancellationToken cancellationToken)
+        {
+            if (Interlocked.Exchange(ref _asked, 1) == 0)
+            {
+                await first();
+            }
+
+            return await inner.IsInstanceRunningAsync(attachment, cancellationToken);
+        }
+
+        public IReadOnlyList<string> GetInstanceDevices(string id) => inner.GetInstanceDevices(id);
+
+        public IReadOnlyDictionary<string, IReadOnlyList<string>> ListAllInstanceDevices() => inner.ListAllInstanceDevices();
+
+        public IReadOnlyList<SuspiciousProcess> DetectSuspiciousVmmProcesses() => inner.DetectSuspiciousVmmProcesses();
     }
 
     /// <summary>Liveness that cannot answer for one instance (its orchestrator errs); the rest as the inner checker says.</summary>

@@ -444,6 +444,23 @@ public sealed class DeviceManagerLifecycleTests : IDisposable
     }
 
     [Fact]
+    public async Task AttachAsync_QuarantinedDevice_QuarantinedAndNotAttached()
+    {
+        using var host = new SimulatedHost(timeout: TimeSpan.FromMilliseconds(300),
+            faults: new Dictionary<PciAddress, IReadOnlyList<SimulatedFault>> { [PciAddress.Parse(Nvme)] = [new SimulatedFault.UnbindHangs()] });
+        var device = await RegisterAsync(host, Nvme);
+        var timeout = await Assert.ThrowsAsync<PassthroughException>(() => host.Manager.AttachAsync(device.Id, new AttachCommand("vm-1")));
+        Assert.Equal(ErrorCodes.UnbindTimeout, timeout.Code);
+        Assert.Null(Record(host, device.Id).Attachment);
+
+        var e = await Assert.ThrowsAsync<PassthroughException>(() => host.Manager.AttachAsync(device.Id, new AttachCommand("vm-1")));
+
+        Assert.Equal(ErrorCodes.Quarantined, e.Code);
+        Assert.Null(Record(host, device.Id).Attachment);
+        host.Kernel.ReleaseHangs();
+    }
+
+    [Fact]
     public async Task DeleteDeviceAsync_WhileAttached_InUseNamingOwner()
     {
         var device = await RegisterAsync(_host, Nvme);

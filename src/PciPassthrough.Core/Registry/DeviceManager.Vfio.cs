@@ -376,6 +376,8 @@ public sealed partial class DeviceManager
         }
 
         var entry = journal.Begin(NewEntry(operation, record, plan.Functions, plan.Group));
+        var onVfioBefore = plan.Functions.Where(f => discovery.GetCurrentDriver(f.PciAddress) == SysfsPaths.VfioPciDriver)
+            .Select(f => f.PciAddress).ToHashSet();
         IReadOnlyList<RestoreOutcome> outcomes;
         try
         {
@@ -397,11 +399,11 @@ public sealed partial class DeviceManager
             return record;
         }
 
-        // A function the original driver would not take is left with no driver at all: put it
-        // back on vfio-pci (it was there a moment ago), so it is parked, not stranded, and the
-        // record that still shows it bound tells the truth.
+        // A function taken off vfio-pci that its original driver would not take is left with no
+        // driver at all: put it back on vfio-pci (it was there a moment ago), so it is parked,
+        // not stranded, and the record that still shows it bound tells the truth.
         var parked = new List<PciAddress>();
-        foreach (var outcome in notRestored.Where(o => o.Actual is null))
+        foreach (var outcome in notRestored.Where(o => o.Actual is null && onVfioBefore.Contains(o.PciAddress)))
         {
             try
             {

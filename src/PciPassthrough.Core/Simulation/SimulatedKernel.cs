@@ -619,8 +619,11 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
         foreach (var relative in (_state.DriverTraces.GetValueOrDefault(address.ToString()) ?? []).Keys)
         {
             var file = System.IO.Path.Combine(Root, relative);
-            File.Delete(file);
-            RemoveEmptyParents(System.IO.Path.GetDirectoryName(file)!, deviceDir);
+            if (File.Exists(file))
+            {
+                File.Delete(file);
+                RemoveEmptyParents(System.IO.Path.GetDirectoryName(file)!, deviceDir);
+            }
         }
 
         SyncDevVfio();

@@ -666,15 +666,6 @@ public sealed class LifecycleApiTests
     }
 
     [Fact]
-    public void Start_HttpLivenessWithoutUrl_HostDoesNotStart()
-    {
-        using var app = new PassthroughApplication(settings: Settings());
-        using var http = app.WithWebHostBuilder(b => b.UseSetting("Liveness:Mode", "http"));
-
-        Assert.ThrowsAny<Exception>(() => http.CreateClient());
-    }
-
-    [Fact]
     public async Task Start_HttpLivenessWithUrl_ReadyWithTheHttpChecker()
     {
         using var app = new PassthroughApplication(settings: Settings());

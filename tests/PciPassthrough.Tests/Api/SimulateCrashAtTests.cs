@@ -60,7 +60,7 @@ public sealed class SimulateCrashAtTests : IDisposable
         var ready = JsonNode.Parse(await restarted.GetStringAsync("/readyz"))!;
         var device = JsonNode.Parse(await restarted.GetStringAsync($"/devices/{id}"))!;
 
-        var action = Assert.Single(ready["recovery_actions"]!.AsArray())!;
+        var action = Assert.Single(ready["startup_reconcile"]!["actions"]!.AsArray())!;
         Assert.Equal("journal_rolled_back", action["kind"]!.GetValue<string>());
         Assert.Equal("ready", device["state"]!.GetValue<string>());
         Assert.Equal("nvme", device["current_driver"]!.GetValue<string>());

@@ -252,23 +252,25 @@ public sealed class VfioApiTests
     [Fact]
     public async Task Bind_ProcessHoldsTheDevice_409InUseWithHoldersAndForceGoesAhead()
     {
+        // A GPU held through /dev/nvidia0: nvidia's unbind waits for its users (nvme's would not).
+        const string gpu = "0000:17:00.0";
         await using var api = await VfioApiHost.StartAsync(
             settings: new Dictionary<string, string?> { ["Vfio:OperationTimeout"] = "00:00:00.5" },
-            faults: new Dictionary<string, string[]> { [Nvme] = ["holder=4242:qemu-system"] });
-        var id = await api.RegisterAsync(Nvme);
+            faults: new Dictionary<string, string[]> { [gpu] = ["holder=4242:nvidia-persistenced"] });
+        var id = await api.RegisterAsync(gpu);
 
-        var refused = await api.PostAsync($"/devices/{id}/bind");
-        var forced = await api.PostAsync($"/devices/{id}/bind?force=true");
+        var refused = await api.PostAsync($"/devices/{id}/bind?group=true");
+        var forced = await api.PostAsync($"/devices/{id}/bind?group=true&force=true");
 
         AssertProblem(refused, HttpStatusCode.Conflict, "in_use");
         var holder = Assert.Single(refused.Body["holders"]!.AsArray())!.AsObject();
         Assert.Equal(4242, holder["pid"]!.GetValue<int>());
-        Assert.Equal("qemu-system", holder["command"]!.GetValue<string>());
-        Assert.Equal("/dev/nvme0", holder["path"]!.GetValue<string>());
+        Assert.Equal("nvidia-persistenced", holder["command"]!.GetValue<string>());
+        Assert.Equal("/dev/nvidia0", holder["path"]!.GetValue<string>());
         // Forced, the bind goes ahead; the holder keeps the unbind from finishing within the timeout.
         AssertProblem(forced, HttpStatusCode.GatewayTimeout, "unbind_timeout");
         Assert.Equal(4242, Assert.Single(forced.Body["holders"]!.AsArray())!["pid"]!.GetValue<int>());
-        Assert.Equal("vfio-pci\n", api.Tree.OverrideOf(Nvme));
+        Assert.Equal("vfio-pci\n", api.Tree.OverrideOf(gpu));
         Assert.Equal("quarantined", (await api.GetDeviceAsync(id))["state"]!.GetValue<string>());
     }
 

@@ -1,3 +1,4 @@
+using PciPassthrough.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
@@ -71,6 +72,7 @@ public static class LifecycleTestKit
     public static ReconcileRunner Runner(SimulatedHost host, IInstanceLivenessChecker? liveness = null, bool restoreStranded = false,
         TimeProvider? time = null) =>
         new(host.Registry, host.Discovery, host.Binder, host.Journal, host.Manager, liveness ?? ProcessLiveness(host),
+            new PassthroughMetrics(new TestMeterFactory()),
             Options.Create(new ReconcileOptions { RestoreStranded = restoreStranded, Interval = TimeSpan.Zero }),
             time ?? TimeProvider.System, NullLogger<ReconcileRunner>.Instance);
 

@@ -110,7 +110,8 @@ public sealed class LivenessCheckerTests : IDisposable
         services.AddSingleton(_host.Registry);
         services.AddSingleton<IPciDiscovery>(_host.Discovery);
         services.AddSingleton<ISysfs>(_host.Kernel);
-        services.AddLiveness(configuration);
+        services.AddOptions<LivenessOptions>().Bind(configuration.GetSection(LivenessOptions.Section));
+        services.AddLiveness();
         var checker = services.BuildServiceProvider().GetRequiredService<IInstanceLivenessChecker>();
         Assert.IsType<HttpLivenessChecker>(checker);
         return checker;

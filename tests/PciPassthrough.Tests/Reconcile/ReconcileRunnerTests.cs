@@ -288,8 +288,8 @@ public sealed class ReconcileRunnerTests : IDisposable
         var free = await RegisterAsync(_host, Nvme2);
         UnbindByHand(_host, Nvme, "nvme");
         UnbindByHand(_host, Nvme2, "nvme");
-        // fio keeps /dev/nvme0 open: RestoreDriver refuses the first device.
-        _host.Kernel.AddFault(PciAddress.Parse(Nvme), new SimulatedFault.Holder(5555, "fio"));
+        // The nvme driver refuses the first device: its restore fails, the other's goes ahead.
+        _host.Kernel.AddFault(PciAddress.Parse(Nvme), new SimulatedFault.BindRefused("nvme"));
         using var runner = Runner(_host);
 
         var report = await runner.RunAsync(dryRun: false);
@@ -298,7 +298,7 @@ public sealed class ReconcileRunnerTests : IDisposable
         var refused = Action(report, held.Id, ReconcileKinds.DriverRestored);
         Assert.False(refused.Applied);
         Assert.Contains("not applied", refused.Detail, StringComparison.Ordinal);
-        Assert.Contains("5555", refused.Detail, StringComparison.Ordinal);
+        Assert.Contains("nvme", refused.Detail, StringComparison.Ordinal);
         Assert.True(Action(report, free.Id, ReconcileKinds.DriverRestored).Applied);
         Assert.Null(_host.DriverOf(Nvme));
         Assert.Equal("nvme", _host.DriverOf(Nvme2));

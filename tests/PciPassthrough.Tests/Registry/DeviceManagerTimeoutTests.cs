@@ -34,10 +34,12 @@ public sealed class DeviceManagerTimeoutTests : IDisposable
     [Fact]
     public async Task BindToVfio_ForcedWhileTheHolderNeverExits_UnbindTimeoutListingTheHolder()
     {
-        var device = await _host.RegisterAsync(Nvme);
-        _host.Kernel.AddFault(A(Nvme), SimulatedFault.Parse("holder=4242:qemu-system"));
+        // nvidia's unbind waits for /dev/nvidia* to be closed (nvme's would not wait).
+        var device = await _host.RegisterAsync("0000:17:00.0");
+        _host.Kernel.AddFault(A("0000:17:00.0"), SimulatedFault.Parse("holder=4242:nvidia-persistenced"));
 
-        var e = await Assert.ThrowsAsync<PassthroughException>(() => _host.Manager.BindToVfioAsync(device.Id, new VfioRequest(Force: true)));
+        var e = await Assert.ThrowsAsync<PassthroughException>(() =>
+            _host.Manager.BindToVfioAsync(device.Id, new VfioRequest(Group: true, Force: true)));
 
         Assert.Equal(ErrorCodes.UnbindTimeout, e.Code);
         var holders = Assert.IsAssignableFrom<IReadOnlyList<DeviceHolder>>(e.Details["holders"]);

@@ -155,7 +155,16 @@ public sealed class SysfsVfioBinderTests : IDisposable
     public void FindGroupBlockers_AllowedMember_IsNotABlocker()
     {
         Assert.Empty(_binder.FindGroupBlockers(A(Gpu), [A(Gpu), A(GpuAudio)]));
-        Assert.Empty(_binder.FindGroupBlockers(A(I210), [A(Vga)]));
+    }
+
+    [Fact]
+    public void FindGroupBlockers_BootVgaAllowed_StillBlocksAsTheHostConsole()
+    {
+        var blocker = Assert.Single(_binder.FindGroupBlockers(A(I210), [A(I210), A(Vga)]));
+
+        Assert.Equal(Vga, blocker.PciAddress);
+        Assert.Equal("ast", blocker.Driver);
+        Assert.Contains("boot_vga", blocker.Reason, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -290,11 +299,14 @@ public sealed class SysfsVfioBinderTests : IDisposable
 
         var steps = _binder.PlanRestore([new BoundFunction { PciAddress = A(Nvme), OriginalDriver = "nvme", OriginalDriverOverride = "nvme" }]);
 
+        // The override goes back last: written first, one naming another driver would make the
+        // probe bind that driver instead of the original.
         Assert.Equal(
         [
-            (1, Nvme, "set_override", $"/sys/bus/pci/devices/{Nvme}/driver_override", "nvme"),
+            (1, Nvme, "set_override", $"/sys/bus/pci/devices/{Nvme}/driver_override", "\n"),
             (2, Nvme, "unbind", "/sys/bus/pci/drivers/vfio-pci/unbind", Nvme),
             (3, Nvme, "probe", "/sys/bus/pci/drivers_probe", Nvme),
+            (4, Nvme, "restore_override", $"/sys/bus/pci/devices/{Nvme}/driver_override", "nvme"),
         ], steps.Select(Shape));
     }
 

@@ -273,17 +273,19 @@ public sealed class DeviceManagerVfioTests : IDisposable
         using var dir = new ScratchDirectory("pcipt-force");
         using var host = Create(dir, timeout: TimeSpan.FromSeconds(20));
         var tree = new HostTree(host.HostRoot);
-        var device = await host.RegisterAsync(Nvme);
-        host.Kernel.AddFault(A(Nvme), SimulatedFault.Parse("holder=4242:qemu-system"));
+        // nvidia's unbind waits for /dev/nvidia* to be closed (nvme's would not wait).
+        const string gpu = "0000:17:00.0";
+        var device = await host.RegisterAsync(gpu);
+        host.Kernel.AddFault(A(gpu), SimulatedFault.Parse("holder=4242:nvidia-persistenced"));
 
-        var bind = host.Manager.BindToVfioAsync(device.Id, new VfioRequest(Force: true));
-        await Wait.UntilAsync(() => tree.OverrideOf(Nvme) == "vfio-pci\n", "the forced bind to start writing");
+        var bind = host.Manager.BindToVfioAsync(device.Id, new VfioRequest(Group: true, Force: true));
+        await Wait.UntilAsync(() => tree.OverrideOf(gpu) == "vfio-pci\n", "the forced bind to start writing");
         Assert.False(bind.IsCompleted);
         host.Kernel.KillHolder(4242);
         var bound = (await bind).Device!;
 
         Assert.True(bound.BoundToVfio);
-        Assert.Equal("vfio-pci", tree.DriverOf(Nvme));
+        Assert.Equal("vfio-pci", tree.DriverOf(gpu));
     }
 
     [Fact]

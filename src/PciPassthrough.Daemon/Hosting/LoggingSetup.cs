@@ -17,7 +17,14 @@ public static class LoggingSetup
 
     public static void AddLogging(this IHostApplicationBuilder builder)
     {
-        var json = string.Equals(builder.Configuration[FormatKey], "json", StringComparison.OrdinalIgnoreCase);
+        var format = builder.Configuration[FormatKey];
+        if (format is not null && !format.Equals("text", StringComparison.OrdinalIgnoreCase) &&
+            !format.Equals("json", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new InvalidOperationException($"{FormatKey} must be text or json (got '{format}')");
+        }
+
+        var json = string.Equals(format, "json", StringComparison.OrdinalIgnoreCase);
         builder.Services.AddSerilog((services, logger) =>
         {
             logger.ReadFrom.Configuration(builder.Configuration)

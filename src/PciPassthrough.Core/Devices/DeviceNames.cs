@@ -18,8 +18,12 @@ public static partial class DeviceNames
     /// <summary>Names that are path segments of the API (<c>GET /devices/available</c>), so a device could never be reached by them.</summary>
     public static readonly IReadOnlySet<string> Reserved = new HashSet<string>(StringComparer.Ordinal) { "available" };
 
-    public static bool IsValid([NotNullWhen(true)] string? name) =>
-        name is { Length: <= MaxLength } && NameRegex().IsMatch(name) && !Reserved.Contains(name);
+    /// <summary>Whether a new device may take this name.</summary>
+    public static bool IsValid([NotNullWhen(true)] string? name) => IsWellFormed(name) && !Reserved.Contains(name);
+
+    /// <summary>Pattern and length only: what a stored record's name must satisfy to load.</summary>
+    public static bool IsWellFormed([NotNullWhen(true)] string? name) =>
+        name is { Length: <= MaxLength } && NameRegex().IsMatch(name);
 
     /// <summary>The name given to a device registered without one: <c>pci-0000-a2-00-0</c>.</summary>
     public static string FromAddress(PciAddress address) =>

@@ -61,6 +61,22 @@ public sealed partial class DeviceManager
             throw new PassthroughException(ErrorCodes.NotBound, $"{record.PciAddress} is not on vfio-pci; it cannot be attached");
         }
 
+        // Bound earlier, the group may have changed since: a member back on a host driver makes
+        // the group unusable for a VMM (the kernel refuses to hand it over).
+        var blockers = binder.FindGroupBlockers(record.PciAddress, []);
+        if (blockers.Count > 0)
+        {
+            throw VfioErrors.GroupConflict(record.PciAddress, blockers);
+        }
+
+        // Attach comes before the VMM opens the group. A process already holding it that is not
+        // the VMM named here is some other user: handing the device over would give it to two.
+        var strangers = binder.FindHolders([record.PciAddress]).Where(h => h.Pid != command.Pid).ToList();
+        if (strangers.Count > 0)
+        {
+            throw VfioErrors.Held(strangers);
+        }
+
         record = registry.Update(record with
         {
             Attachment = new AttachmentRecord

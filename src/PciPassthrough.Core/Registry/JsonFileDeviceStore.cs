@@ -116,7 +116,7 @@ public sealed partial class JsonFileDeviceStore(StateDirectory state, TimeProvid
             return (null, $"record id {record.Id} does not match its file name");
         }
 
-        if (!DeviceNames.IsValid(record.Name))
+        if (!DeviceNames.IsWellFormed(record.Name))
         {
             return (null, "invalid device name");
         }

@@ -695,4 +695,38 @@ public sealed class DeviceManagerLifecycleTests : IDisposable
         Assert.Equal(ErrorCodes.PreconditionFailed, e.Code);
         Assert.Equal("vfio-pci", _host.DriverOf(Nvme));
     }
+    [Fact]
+    public async Task AttachAsync_ProcessAlreadyHoldsTheGroup_InUseNamingItUnlessItIsTheVmm()
+    {
+        var device = await _host.Manager.CreateDeviceAsync(new Registry.CreateDeviceCommand("0000:3b:00.0", "nvme0"));
+        await _host.Manager.BindToVfioAsync(device.Id, new Registry.VfioRequest());
+        _host.Kernel.AddFault(PciAddress.Parse("0000:3b:00.0"), new SimulatedFault.Holder(4242, "qemu-system"));
+
+        var stranger = await Assert.ThrowsAsync<PassthroughException>(() =>
+            _host.Manager.AttachAsync(device.Id, new Registry.AttachCommand("vm-1")));
+        var own = await _host.Manager.AttachAsync(device.Id, new Registry.AttachCommand("vm-1", 4242));
+
+        Assert.Equal(ErrorCodes.InUse, stranger.Code);
+        var holder = Assert.Single(Assert.IsAssignableFrom<IReadOnlyList<DeviceHolder>>(stranger.Details["holders"]));
+        Assert.Equal((4242, "/dev/vfio/21"), (holder.Pid, holder.Path));
+        Assert.Equal("vm-1", own.AttachedTo);
+    }
+
+    [Fact]
+    public async Task AttachAsync_GroupMemberBackOnAHostDriver_IommuGroupConflictAndNotAttached()
+    {
+        var device = await _host.Manager.CreateDeviceAsync(new Registry.CreateDeviceCommand("0000:17:00.0", "gpu0"));
+        await _host.Manager.BindToVfioAsync(device.Id, new Registry.VfioRequest(Group: true));
+        // Someone gives the audio function back to the host behind the daemon's back.
+        _host.Kernel.Write("/sys/bus/pci/devices/0000:17:00.1/driver_override", "\n");
+        _host.Kernel.Write("/sys/bus/pci/drivers/vfio-pci/unbind", "0000:17:00.1");
+        _host.Kernel.Write("/sys/bus/pci/drivers_probe", "0000:17:00.1");
+        Assert.Equal("snd_hda_intel", _host.DriverOf("0000:17:00.1"));
+
+        var e = await Assert.ThrowsAsync<PassthroughException>(() =>
+            _host.Manager.AttachAsync(device.Id, new Registry.AttachCommand("vm-1")));
+
+        Assert.Equal(ErrorCodes.IommuGroupConflict, e.Code);
+        Assert.Null(_host.Registry.Find(device.Id)!.Attachment);
+    }
 }

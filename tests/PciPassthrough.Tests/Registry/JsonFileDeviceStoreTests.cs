@@ -366,4 +366,18 @@ public sealed class JsonFileDeviceStoreTests : IDisposable
         Assert.All(foreign, name => Assert.Equal("{ not a record", File.ReadAllText(Path.Combine(_state.Devices, name))));
         Assert.Empty(Files(_state.Quarantine));
     }
+
+    [Fact]
+    public void LoadAll_StoredNameNowReservedForNewDevices_StillLoads()
+    {
+        // "available" is refused for new devices (it is an API path), but a record that has it
+        // must never be pushed out of the registry for that.
+        var record = TestRecords.Create("0000:17:00.0", name: "available");
+        Store().Save(record);
+
+        var result = Store().LoadAll();
+
+        Assert.Equal("available", Assert.Single(result.Records).Name);
+        Assert.Empty(result.Quarantined);
+    }
 }

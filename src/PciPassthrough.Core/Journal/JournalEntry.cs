@@ -26,6 +26,9 @@ public sealed record JournalEntry
     /// <summary>The instance an attach is for (attach binds first when needed).</summary>
     public string? InstanceId { get; init; }
 
+    /// <summary>Services the operation stopped and must start again, however it ends.</summary>
+    public IReadOnlyList<string> StoppedServices { get; init; } = [];
+
     /// <summary>A reset with a chosen method: the device's <c>reset_method</c> before, to put back.</summary>
     public string? PreviousResetMethods { get; init; }
 

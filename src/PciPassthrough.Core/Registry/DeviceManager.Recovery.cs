@@ -79,6 +79,13 @@ public sealed partial class DeviceManager
                 action = Action(entry, JournalCompleted, $"{entry.Operation} interrupted at {where}; nothing to undo");
             }
 
+            if (entry.StoppedServices.Count > 0 && services is not null)
+            {
+                // The interrupted operation had stopped them: they run again either way.
+                await StartServicesAsync(entry.StoppedServices, NoStepJournal.Instance);
+                action = action with { Detail = action.Detail + $"; started {string.Join(", ", entry.StoppedServices)} again" };
+            }
+
             journal.Complete(entry);
             LogRecovered(logger, entry.Operation, entry.PciAddress, action.Kind, action.Detail);
             return action;

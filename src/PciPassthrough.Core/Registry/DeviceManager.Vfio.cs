@@ -173,6 +173,7 @@ public sealed partial class DeviceManager
         string? failure = null;
         IReadOnlyList<BlockingDevice> blockers = [];
         IReadOnlyList<DeviceHolder> holders = [];
+        IReadOnlyList<string> stoppable = [];
         if (record.Quarantine is not null)
         {
             failure = ErrorCodes.Quarantined;
@@ -189,10 +190,15 @@ public sealed partial class DeviceManager
         {
             blockers = binder.FindGroupBlockers(address, functions);
             holders = binder.FindHolders(toBind);
+            // Holders that are services the daemon may stop do not refuse the bind: they are
+            // stopped for its length. Any other holder refuses it unless forced.
+            stoppable = StoppableUnits(holders);
+            var others = holders.Where(h => !stoppable.Contains(SystemdUnits.UnitOf(sysfs, h.Pid) ?? "")).ToList();
             failure = !binder.CheckVfioAvailable().Available ? ErrorCodes.VfioNotAvailable
                 : blockers.Count > 0 ? ErrorCodes.IommuGroupConflict
-                : holders.Count > 0 && !request.Force ? ErrorCodes.InUse
+                : others.Count > 0 && !request.Force ? ErrorCodes.InUse
                 : null;
+            holders = failure == ErrorCodes.InUse ? others : holders;
         }
 
         var bound = failure is null ? toBind : [];
@@ -203,7 +209,8 @@ public sealed partial class DeviceManager
             PciAddress = address.ToString(),
             IommuGroup = info?.IommuGroup ?? record.IommuGroup,
             Group = request.Group,
-            Steps = failure is null ? binder.PlanBind(toBind) : [],
+            Steps = failure is null ? WithServices(binder.PlanBind(toBind), stoppable) : [],
+            ServicesToStop = failure is null ? stoppable : [],
             Members = members.Select(m => Member(m, infos[m], toBind.Contains(m) ? "bind to vfio-pci" : null,
                 blockers.FirstOrDefault(b => b.PciAddress == m.ToString()))).ToList(),
             Blockers = blockers,
@@ -320,10 +327,50 @@ public sealed partial class DeviceManager
     private async Task<DeviceRecord> RunBindAsync(DeviceRecord record, OperationPlan plan, string operation,
         CancellationToken cancellationToken, string? instanceId = null)
     {
+        _ = cancellationToken; // started operations run to their end (see ResetAsync)
+        return await RunBindCoreAsync(record, plan, operation, instanceId);
+    }
+
+    private async Task<DeviceRecord> RunBindCoreAsync(DeviceRecord record, OperationPlan plan, string operation, string? instanceId)
+    {
         var previous = record.Binding;
-        var entry = journal.Begin(NewEntry(operation, record, plan.Functions, plan.Group, instanceId));
+        var entry = journal.Begin(NewEntry(operation, record, plan.Functions, plan.Group, instanceId) with { StoppedServices = plan.ServicesToStop });
         record = registry.Update(record with { Binding = Merge(previous, plan.Functions, plan.Group), UpdatedAt = Now() });
         var stepper = new JournalStepper(journal, entry);
+        var settled = new Settled();
+        try
+        {
+            return await RunBindStepsAsync(record, plan, previous, stepper, settled);
+        }
+        finally
+        {
+            // However the bind ended, the services it stopped run again (they let go of the
+            // devices that left their driver, and keep serving the others); then the journal
+            // entry ends, unless the device is left for recovery (a write stuck in the kernel).
+            await StartServicesAsync(plan.ServicesToStop, stepper);
+            if (settled.Value)
+            {
+                journal.Complete(entry);
+            }
+        }
+    }
+
+    private async Task<DeviceRecord> RunBindStepsAsync(DeviceRecord record, OperationPlan plan, BindingRecord? previous,
+        JournalStepper stepper, Settled settled)
+    {
+        try
+        {
+            await StopServicesAsync(plan, stepper);
+        }
+        catch (KernelWriteTimeoutException)
+        {
+            // Nothing was written to the device: forget the bind and say who still holds it.
+            registry.Update(record with { Binding = previous, UpdatedAt = Now() });
+            settled.Value = true;
+            throw VfioErrors.Timeout("stopping the services that hold the device", binder.FindHolders(plan.Functions.Select(f => f.PciAddress)),
+                vfioOptions.Value.OperationTimeout);
+        }
+
         try
         {
             // Started operations finish (or roll back) whatever the caller does meanwhile.
@@ -357,12 +404,18 @@ public sealed partial class DeviceManager
                 Quarantine = notUndone.Count == 0 ? record.Quarantine : NewQuarantine("a failed bind could not be fully undone", ErrorCodes.OperationFailed),
                 UpdatedAt = Now(),
             });
-            journal.Complete(entry);
+            settled.Value = true;
             throw VfioErrors.Failed($"Binding {record.PciAddress} to vfio-pci failed: {e.Message}", notUndone.Count == 0, notUndone);
         }
 
-        journal.Complete(entry);
+        settled.Value = true;
         return registry.Find(record.Id) ?? record;
+    }
+
+    /// <summary>Whether an operation reached a state its journal entry may end in.</summary>
+    private sealed class Settled
+    {
+        public bool Value { get; set; }
     }
 
     /// <summary>Runs a restore plan (unbind, delete, release on detach) under the journal.</summary>
@@ -433,6 +486,72 @@ public sealed partial class DeviceManager
         });
         journal.Complete(entry);
         throw VfioErrors.Failed($"Returning {record.PciAddress} to its driver failed", rolledBack: false, notRestored);
+    }
+
+    /// <summary>The services (allowed to be stopped) whose processes are among the holders.</summary>
+    private List<string> StoppableUnits(IReadOnlyList<DeviceHolder> holders) =>
+        holders.Select(h => SystemdUnits.UnitOf(sysfs, h.Pid))
+            .OfType<string>()
+            .Where(u => services is not null && vfioOptions.Value.StoppableServices.Contains(u, StringComparer.Ordinal))
+            .Distinct(StringComparer.Ordinal)
+            .ToList();
+
+    private static IReadOnlyList<KernelStep> WithServices(IReadOnlyList<KernelStep> steps, IReadOnlyList<string> units)
+    {
+        if (units.Count == 0)
+        {
+            return steps;
+        }
+
+        var all = new List<KernelStep>();
+        all.AddRange(units.Select(u => new KernelStep(0, "", "stop_service", u, "", $"stop {u} (it holds the device)")));
+        all.AddRange(steps);
+        all.AddRange(units.Select(u => new KernelStep(0, "", "start_service", u, "", $"start {u} again")));
+        return all.Select((s, i) => s with { Order = i + 1 }).ToList();
+    }
+
+    /// <summary>Stops the plan's services and waits until their processes have let go of the device.</summary>
+    private async Task StopServicesAsync(OperationPlan plan, JournalStepper stepper)
+    {
+        foreach (var unit in plan.ServicesToStop)
+        {
+            await stepper.StepAsync($"stop {unit} (it holds the device)", CancellationToken.None);
+            await services!.StopAsync(unit, CancellationToken.None);
+        }
+
+        if (plan.ServicesToStop.Count == 0)
+        {
+            return;
+        }
+
+        var deadline = time.GetUtcNow() + vfioOptions.Value.OperationTimeout;
+        var functions = plan.Functions.Select(f => f.PciAddress).ToList();
+        while (binder.FindHolders(functions).Any(h => plan.ServicesToStop.Contains(SystemdUnits.UnitOf(sysfs, h.Pid) ?? "")))
+        {
+            if (time.GetUtcNow() >= deadline)
+            {
+                throw new KernelWriteTimeoutException($"{string.Join(", ", plan.ServicesToStop)} to let go of the device",
+                    vfioOptions.Value.OperationTimeout);
+            }
+
+            await Task.Delay(vfioOptions.Value.VerifyPollInterval, time);
+        }
+    }
+
+    private async Task StartServicesAsync(IReadOnlyList<string> units, IStepJournal stepper)
+    {
+        foreach (var unit in units)
+        {
+            try
+            {
+                await stepper.StepAsync($"start {unit} again", CancellationToken.None);
+                await services!.StartAsync(unit, CancellationToken.None);
+            }
+            catch (Exception e) when (e is IOException or KernelWriteTimeoutException)
+            {
+                LogServiceStartFailed(logger, e, unit);
+            }
+        }
     }
 
     private BindingRecord Merge(BindingRecord? existing, IReadOnlyList<BoundFunction> added, bool group)
@@ -521,6 +640,10 @@ public sealed partial class DeviceManager
     [LoggerMessage(EventId = 3104, Level = LogLevel.Error,
         Message = "Quarantined device {DeviceId} at {PciAddress}: {Reason}")]
     private static partial void LogQuarantined(ILogger logger, string deviceId, PciAddress pciAddress, string reason);
+
+    [LoggerMessage(EventId = 3107, Level = LogLevel.Error,
+        Message = "Could not start {Unit} again after a bind; start it by hand")]
+    private static partial void LogServiceStartFailed(ILogger logger, Exception exception, string unit);
 
     [LoggerMessage(EventId = 3106, Level = LogLevel.Error,
         Message = "{PciAddress} could not go back to its driver nor to vfio-pci; it has no driver")]

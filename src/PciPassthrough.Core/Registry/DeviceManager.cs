@@ -16,6 +16,8 @@ namespace PciPassthrough.Registry;
 /// driver (<see cref="SysfsVfioBinder"/>), each journaled (<see cref="OperationJournal"/>).
 /// Operations are serialized per IOMMU group (a group is one unit for the kernel); operations on
 /// different groups run side by side, and no lock is held across the whole registry.
+/// Host services that hold a device (<see cref="VfioOptions.StoppableServices"/>) are stopped for
+/// the length of a bind through <paramref name="services"/>, and started again after it.
 /// </summary>
 public sealed partial class DeviceManager(
     DeviceRegistry registry,
@@ -25,7 +27,8 @@ public sealed partial class DeviceManager(
     OperationJournal journal,
     IOptions<VfioOptions> vfioOptions,
     TimeProvider time,
-    ILogger<DeviceManager> logger) : IDeviceManager
+    ILogger<DeviceManager> logger,
+    IServiceControl? services = null) : IDeviceManager
 {
     private readonly KeyedLock<PciAddress> _locks = new();
 

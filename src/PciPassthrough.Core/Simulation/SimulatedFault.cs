@@ -49,7 +49,8 @@ public abstract record SimulatedFault
             ("holder", { } v) when v.Split(':', 2) is [var pid, var command] &&
                 int.TryParse(pid, NumberStyles.None, CultureInfo.InvariantCulture, out var p) && p > 1 && command.Length > 0 =>
                 new Holder(p, command),
-            ("service", { } unit) when unit.Length > 0 && !unit.Contains('/', StringComparison.Ordinal) => new Service(unit),
+            ("service", { } unit) when Vfio.SystemdUnits.IsValid(unit.EndsWith(".service", StringComparison.Ordinal) ? unit : unit + ".service") =>
+                new Service(unit.EndsWith(".service", StringComparison.Ordinal) ? unit : unit + ".service"),
             _ => throw new FormatException($"Unknown simulated fault '{text}'"),
         };
     }

@@ -122,6 +122,35 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
         SignalFaultsChanged();
     }
 
+    /// <summary>Stops or starts a simulated service: a stopped one holds nothing.</summary>
+    public void SetServiceActive(string unit, bool active)
+    {
+        lock (_gate)
+        {
+            if (active)
+            {
+                _state.StoppedServices.Remove(unit);
+            }
+            else
+            {
+                _state.StoppedServices.Add(unit);
+            }
+
+            SaveState();
+            RenderHolders();
+        }
+
+        SignalFaultsChanged();
+    }
+
+    public bool IsServiceActive(string unit)
+    {
+        lock (_gate)
+        {
+            return !_state.StoppedServices.Contains(unit);
+        }
+    }
+
     /// <summary>Lets every unbind blocked by <c>unbind_hangs</c> finish (as when a stuck user finally exits).</summary>
     public void ReleaseHangs()
     {
@@ -490,7 +519,8 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
             {
                 var current = _faults.GetValueOrDefault(address) ?? [];
                 blocked = (current.OfType<SimulatedFault.UnbindHangs>().Any() && Interlocked.Read(ref _hangGeneration) == generation) ||
-                    (WaitsForUsers(CurrentDriver(address)) && current.Any(f => f is SimulatedFault.Holder or SimulatedFault.Service));
+                    (WaitsForUsers(CurrentDriver(address)) && current.Any(f =>
+                        f is SimulatedFault.Holder || (f is SimulatedFault.Service s && !_state.StoppedServices.Contains(s.Unit))));
             }
 
             var wait = deadline - DateTime.UtcNow;
@@ -684,16 +714,17 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
         var proc = Full(SysfsPaths.Proc);
         Directory.CreateDirectory(proc);
         var marker = ".simulated";
-        var wanted = new Dictionary<int, (string Command, List<string> Targets)>();
+        var wanted = new Dictionary<int, (string Command, string? Unit, List<string> Targets)>();
         foreach (var (address, faults) in _faults)
         {
             foreach (var fault in faults)
             {
-                var (pid, command) = fault switch
+                var (pid, command, unit) = fault switch
                 {
-                    SimulatedFault.Holder h => (h.Pid, h.Command),
-                    SimulatedFault.Service s => (ServicePid(s.Unit), s.Unit),
-                    _ => (0, ""),
+                    SimulatedFault.Holder h => (h.Pid, h.Command, (string?)null),
+                    SimulatedFault.Service s when !_state.StoppedServices.Contains(s.Unit) =>
+                        (ServicePid(s.Unit), s.Unit[..^".service".Length], s.Unit),
+                    _ => (0, "", null),
                 };
                 if (pid == 0)
                 {
@@ -702,12 +733,13 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
 
                 if (!wanted.TryGetValue(pid, out var entry))
                 {
-                    wanted[pid] = entry = (command, []);
+                    wanted[pid] = entry = (command, unit, []);
                 }
 
                 // A function without a device node is still held (a kernel-internal user): the
-                // process shows no fd for it, and unbinds still wait for it to exit.
-                if (HeldNode(address) is { } node)
+                // process shows no fd for it, and unbinds still wait for it to exit. A service
+                // daemon holds driver nodes only: it lets go of a device that leaves its driver.
+                if (HeldNode(address, driverNodesOnly: unit is not null) is { } node)
                 {
                     entry.Targets.Add(node);
                 }
@@ -723,7 +755,7 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
             }
         }
 
-        foreach (var (pid, (command, targets)) in wanted)
+        foreach (var (pid, (command, unit, targets)) in wanted)
         {
             var dir = System.IO.Path.Combine(proc, pid.ToString(CultureInfo.InvariantCulture));
             if (Directory.Exists(dir))
@@ -736,6 +768,8 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
             File.WriteAllText(System.IO.Path.Combine(dir, "comm"), command + "\n");
             File.WriteAllText(System.IO.Path.Combine(dir, "cmdline"), command + "\0");
             File.WriteAllText(System.IO.Path.Combine(dir, "stat"), StatLine(pid, command));
+            File.WriteAllText(System.IO.Path.Combine(dir, "cgroup"),
+                unit is null ? "0::/user.slice/user-0.slice/session-1.scope\n" : $"0::/system.slice/{unit}\n");
             var fd = 3;
             foreach (var target in targets.Distinct(StringComparer.Ordinal))
             {
@@ -745,18 +779,19 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
     }
 
     /// <summary>What a holder of the device has open: /dev/vfio/N while on vfio-pci, else the driver's node.</summary>
-    private string? HeldNode(PciAddress address)
+    private string? HeldNode(PciAddress address, bool driverNodesOnly = false)
     {
-        if (CurrentDriver(address) == SysfsPaths.VfioPciDriver && GroupOf(address) is { } group)
+        if (CurrentDriver(address) == SysfsPaths.VfioPciDriver)
         {
-            return SysfsPaths.VfioGroup(group);
+            return !driverNodesOnly && GroupOf(address) is { } group ? SysfsPaths.VfioGroup(group) : null;
         }
 
         var nodes = Vfio.DeviceNodes.For(this, address);
         return nodes.Count > 0 ? nodes[0] : null;
     }
 
-    private static int ServicePid(string unit) => 20_000 + (int)((uint)StringComparer.Ordinal.GetHashCode(unit) % 10_000);
+    /// <summary>A pid for a simulated service, the same in every process (string hashes are randomized per process).</summary>
+    private static int ServicePid(string unit) => 20_000 + (int)(unit.Aggregate(17u, (h, c) => unchecked((h * 31) + c)) % 10_000);
 
     /// <summary>A /proc/PID/stat line; field 22 (start time in clock ticks) is fixed per pid.</summary>
     private static string StatLine(int pid, string command)

@@ -24,6 +24,9 @@ internal sealed class SimulatedKernelState
     /// </summary>
     public Dictionary<string, Dictionary<string, string>> DriverTraces { get; set; } = [];
 
+    /// <summary>Simulated services (from <c>service=</c> faults) that are stopped.</summary>
+    public HashSet<string> StoppedServices { get; set; } = [];
+
     /// <summary>Per device: how many times <c>reset</c> succeeded.</summary>
     public Dictionary<string, int> ResetCounts { get; set; } = [];
 }

@@ -49,6 +49,9 @@ public sealed record OperationPlan
 
     public required IReadOnlyList<DeviceHolder> Holders { get; init; }
 
+    /// <summary>Services stopped for the length of the operation (they hold the device) and started again after it.</summary>
+    public IReadOnlyList<string> ServicesToStop { get; init; } = [];
+
     /// <summary>The error code the real run would fail with before writing anything, or null.</summary>
     public string? WouldFailWith { get; init; }
 

@@ -17,4 +17,11 @@ public sealed class VfioOptions
 
     /// <summary>Attach binds the whole IOMMU group when the device is not bound yet.</summary>
     public bool GroupBindOnAttach { get; set; }
+
+    /// <summary>
+    /// Services the daemon may stop for the length of a bind when their processes hold the
+    /// device (and starts again afterwards). Holders outside these services refuse the bind
+    /// (<c>in_use</c>) unless it is forced.
+    /// </summary>
+    public string[] StoppableServices { get; set; } = ["nvidia-persistenced.service"];
 }

@@ -53,6 +53,10 @@ public static class PassthroughHostingExtensions
         services.AddSingleton<OperationJournal>();
         services.AddSingleton<BoundedKernelWriter>();
         services.AddSingleton<SysfsVfioBinder>();
+        services.AddSingleton<IServiceControl>(sp =>
+            sp.GetRequiredService<IOptions<HostSystemOptions>>().Value.Mode == HostMode.Simulated
+                ? new SimulatedServiceControl(sp.GetRequiredService<ISysfs>())
+                : ActivatorUtilities.CreateInstance<SystemctlServiceControl>(sp));
         services.AddSingleton<DeviceManager>();
         services.AddSingleton<IDeviceManager>(sp => sp.GetRequiredService<DeviceManager>());
         services.AddSingleton<HostInspector>();

@@ -475,7 +475,7 @@ public sealed class ReconcileRunnerTests : IDisposable
     /// <summary>A bind whose unbind from nvme hung (then finished late): quarantined, journal entry left, device driverless.</summary>
     private static async Task<SimulatedHost> QuarantinedByAHungUnbindAsync()
     {
-        var host = new SimulatedHost(timeout: TimeSpan.FromMilliseconds(300),
+        var host = new SimulatedHost(timeout: TimeSpan.FromSeconds(1),
             faults: new Dictionary<PciAddress, IReadOnlyList<SimulatedFault>> { [PciAddress.Parse(Nvme)] = [new SimulatedFault.UnbindHangs()] });
         var device = await RegisterAsync(host, Nvme);
         var e = await Assert.ThrowsAsync<PassthroughException>(() => host.Manager.BindToVfioAsync(device.Id, new VfioRequest()));

@@ -446,7 +446,7 @@ public sealed class DeviceManagerLifecycleTests : IDisposable
     [Fact]
     public async Task AttachAsync_QuarantinedDevice_QuarantinedAndNotAttached()
     {
-        using var host = new SimulatedHost(timeout: TimeSpan.FromMilliseconds(300),
+        using var host = new SimulatedHost(timeout: TimeSpan.FromSeconds(1),
             faults: new Dictionary<PciAddress, IReadOnlyList<SimulatedFault>> { [PciAddress.Parse(Nvme)] = [new SimulatedFault.UnbindHangs()] });
         var device = await RegisterAsync(host, Nvme);
         var timeout = await Assert.ThrowsAsync<PassthroughException>(() => host.Manager.AttachAsync(device.Id, new AttachCommand("vm-1")));

@@ -20,7 +20,7 @@ public sealed class DeviceManagerTimeoutTests : IDisposable
 
     public DeviceManagerTimeoutTests()
     {
-        _host = Create(_dir, timeout: TimeSpan.FromMilliseconds(500));
+        _host = Create(_dir, timeout: TimeSpan.FromSeconds(2));
         _tree = new HostTree(_host.HostRoot);
     }
 

@@ -689,7 +689,7 @@ public sealed class SimulatedKernelTests : IDisposable
         { "reset_fails", new SimulatedFault.ResetFails() },
         { "holder=4242:qemu-system", new SimulatedFault.Holder(4242, "qemu-system") },
         { "holder=77:qemu-system-x86_64 -m 4G", new SimulatedFault.Holder(77, "qemu-system-x86_64 -m 4G") },
-        { "service=nvidia-persistenced", new SimulatedFault.Service("nvidia-persistenced") },
+        { "service=nvidia-persistenced", new SimulatedFault.Service("nvidia-persistenced.service") },
         { "service=nvidia-persistenced.service", new SimulatedFault.Service("nvidia-persistenced.service") },
     };
 

@@ -59,7 +59,8 @@ public sealed class SimulatedHost : IDisposable
         Journal = new OperationJournal(State, _crashPoint, time, NullLogger<OperationJournal>.Instance);
         Writer = new BoundedKernelWriter(Kernel, vfioOptions, time, NullLogger<BoundedKernelWriter>.Instance);
         Binder = new SysfsVfioBinder(Kernel, Discovery, Writer, vfioOptions, time, NullLogger<SysfsVfioBinder>.Instance);
-        Manager = new DeviceManager(Registry, Discovery, Kernel, Binder, Journal, vfioOptions, time, NullLogger<DeviceManager>.Instance);
+        Manager = new DeviceManager(Registry, Discovery, Kernel, Binder, Journal, vfioOptions, time, NullLogger<DeviceManager>.Instance,
+            new SimulatedServiceControl(Kernel));
     }
 
     public string HostRoot { get; }

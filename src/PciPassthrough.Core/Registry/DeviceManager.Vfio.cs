@@ -20,6 +20,7 @@ public sealed partial class DeviceManager
         var record = Find(idOrName);
         using var held = await _locks.AcquireAsync(LockSet(record), cancellationToken);
         record = Reload(record);
+        ThrowIfStuck(record, LockSet(record));
         var plan = PlanBind(record, request);
         if (request.DryRun)
         {
@@ -46,6 +47,7 @@ public sealed partial class DeviceManager
         var record = Find(idOrName);
         using var held = await _locks.AcquireAsync(LockSet(record), cancellationToken);
         record = Reload(record);
+        ThrowIfStuck(record, LockSet(record));
         var plan = PlanUnbind(record, request);
         if (request.DryRun)
         {
@@ -72,6 +74,7 @@ public sealed partial class DeviceManager
             throw VfioErrors.Attached(attachment.InstanceId);
         }
 
+        ThrowIfStuck(record, LockSet(record));
         var info = discovery.GetDeviceInfo(record.PciAddress) ?? throw DeviceErrors.DeviceNotFound(record.PciAddress.ToString());
         if (!SameIdentity(record, info))
         {
@@ -610,6 +613,21 @@ public sealed partial class DeviceManager
     }
 
     private DeviceRecord Reload(DeviceRecord record) => registry.Find(record.Id) ?? throw DeviceErrors.NotFound();
+
+    /// <summary>
+    /// Refuses to touch a device while a write about one of its functions is still stuck in the
+    /// kernel: anything more would pile up behind it (reads of the function can block too).
+    /// </summary>
+    private void ThrowIfStuck(DeviceRecord record, IEnumerable<PciAddress> functions)
+    {
+        if (functions.Where(binder.IsStuck).Select(a => (PciAddress?)a).FirstOrDefault() is { } stuck)
+        {
+            throw new PassthroughException(ErrorCodes.Quarantined,
+                $"A kernel write about {stuck} has not returned yet; the device is left alone until it does " +
+                "(stop whatever holds it), then reset it",
+                new Dictionary<string, object?> { ["quarantine_reason"] = record.Quarantine?.Reason, ["holders"] = binder.FindHolders([record.PciAddress]) });
+        }
+    }
 
     private DateTime Now() => time.GetUtcNow().UtcDateTime;
 

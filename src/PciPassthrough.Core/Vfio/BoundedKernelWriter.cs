@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using PciPassthrough.Devices;
 using PciPassthrough.Sysfs;
 
 namespace PciPassthrough.Vfio;
@@ -13,10 +14,18 @@ namespace PciPassthrough.Vfio;
 public sealed partial class BoundedKernelWriter(ISysfs sysfs, IOptions<VfioOptions> options, TimeProvider time,
     ILogger<BoundedKernelWriter> logger)
 {
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<PciAddress, int> _stuckByDevice = new();
     private int _stuck;
 
     /// <summary>Writes that timed out and have not returned yet.</summary>
     public int StuckWrites => Volatile.Read(ref _stuck);
+
+    /// <summary>
+    /// Whether a write about this function is still stuck in the kernel. Until it returns, the
+    /// function is left alone: even reads of some of its attributes block meanwhile (Linux holds
+    /// the device lock through a waiting remove, and <c>driver_override</c>'s show takes it).
+    /// </summary>
+    public bool IsStuck(PciAddress address) => _stuckByDevice.ContainsKey(address);
 
     public TimeSpan Timeout => options.Value.OperationTimeout;
 
@@ -50,14 +59,38 @@ public sealed partial class BoundedKernelWriter(ISysfs sysfs, IOptions<VfioOptio
         catch (TimeoutException)
         {
             Interlocked.Increment(ref _stuck);
+            var device = DeviceOf(path, value);
+            if (device is { } d)
+            {
+                _stuckByDevice.AddOrUpdate(d, 1, (_, n) => n + 1);
+            }
+
             LogStuck(logger, path, Timeout.TotalSeconds);
             _ = done.Task.ContinueWith(t =>
             {
                 Interlocked.Decrement(ref _stuck);
+                if (device is { } d && _stuckByDevice.AddOrUpdate(d, 0, (_, n) => n - 1) <= 0)
+                {
+                    _stuckByDevice.TryRemove(new KeyValuePair<PciAddress, int>(d, 0));
+                }
+
                 LogUnstuck(logger, path, t.IsFaulted ? t.Exception?.InnerException?.Message : "ok");
             }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             throw new KernelWriteTimeoutException(path, Timeout);
         }
+    }
+
+    /// <summary>The function a write is about: the address written (bind, unbind, probe) or in the path (reset, override).</summary>
+    private static PciAddress? DeviceOf(string path, string value)
+    {
+        var trimmed = value.TrimEnd('\n');
+        if (PciAddress.TryParse(trimmed, out var written) && trimmed == written.ToString())
+        {
+            return written;
+        }
+
+        var parts = path.Split('/');
+        return parts.Length > 5 && parts[4] == "devices" && PciAddress.TryParse(parts[5], out var inPath) ? inPath : null;
     }
 
     [LoggerMessage(EventId = 6101, Level = LogLevel.Error,

@@ -45,6 +45,9 @@ public sealed partial class SysfsVfioBinder(
 
     public bool IsDeviceBoundToVfio(PciAddress address) => discovery.GetCurrentDriver(address) == VfioPci;
 
+    /// <summary>Whether a write about the function is still stuck in the kernel (see <see cref="BoundedKernelWriter.IsStuck"/>).</summary>
+    public bool IsStuck(PciAddress address) => writer.IsStuck(address);
+
     /// <summary><c>/dev/vfio/N</c> of the device's group when it exists (the device is usable by a VMM), else null.</summary>
     public string? GetVfioGroupPath(PciAddress address) =>
         discovery.GetIommuGroup(address) is >= 0 and var group && sysfs.Exists(SysfsPaths.VfioGroup(group))

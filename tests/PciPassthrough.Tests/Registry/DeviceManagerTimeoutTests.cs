@@ -169,4 +169,18 @@ public sealed class DeviceManagerTimeoutTests : IDisposable
         Assert.True(_host.Record(device.Id).Quarantine is not null,
             $"quarantine lifted; the device shows as {_host.Manager.GetDevice(device.Id).State} while its unbind is still stuck");
     }
+
+    [Fact]
+    public async Task Reset_WhileTheTimedOutWriteIsStillInTheKernel_RefusedWithoutTouchingTheDevice()
+    {
+        var device = await BoundNvmeWhoseUnbindHangsAsync();
+        var writesBefore = _host.Kernel.ResetCount(A(Nvme));
+
+        var e = await Assert.ThrowsAsync<PassthroughException>(() => _host.Manager.ResetAsync(device.Id, method: null, force: true));
+
+        Assert.Equal(ErrorCodes.Quarantined, e.Code);
+        Assert.Contains("has not returned", e.Message, StringComparison.Ordinal);
+        Assert.Equal(writesBefore, _host.Kernel.ResetCount(A(Nvme)));
+        _host.Kernel.ReleaseHangs();
+    }
 }

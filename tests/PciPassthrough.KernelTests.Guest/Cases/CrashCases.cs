@@ -1,0 +1,192 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using PciPassthrough.KernelTests.Guest.Daemon;
+using PciPassthrough.KernelTests.Guest.Kernel;
+using PciPassthrough.KernelTests.Guest.Runner;
+
+namespace PciPassthrough.KernelTests.Guest.Cases;
+
+/// <summary>
+/// kill -9 of the daemon in the middle of an operation on the real kernel. The daemon journals
+/// each kernel step before it makes it (<c>journal/&lt;operation&gt;.json</c> with its <c>step</c>);
+/// the case watches that folder and kills the daemon the moment the chosen step is on disk, so
+/// the kill lands while the kernel write runs or right after it. After a restart on the same
+/// state the device must be consistent: on vfio-pci and recorded bound, or on its host driver and
+/// recorded unbound, never without a driver; and the start-up reconcile must say what it did.
+/// </summary>
+public sealed class CrashCases(CaseContext context)
+{
+    private static readonly string[] RecoveryKinds = ["journal_completed", "journal_rolled_back"];
+
+    [KernelCase("crash_during_bind_at_unbind_step", Order = 11,
+        Description = "kill -9 once the bind of 0000:01:00.0 journals step 2 (unbind from e1000e); after restart the device is consistent")]
+    public async Task CrashDuringBindAtUnbindStep() => await CrashBindAsync(2);
+
+    [KernelCase("crash_during_bind_at_probe_step", Order = 12,
+        Description = "kill -9 once the bind of 0000:01:00.0 journals step 3 (drivers_probe); after restart the device is consistent")]
+    public async Task CrashDuringBindAtProbeStep() => await CrashBindAsync(3);
+
+    [KernelCase("crash_during_attach", Order = 13,
+        Description = "kill -9 once the attach of 0000:00:02.0 journals step 2; after restart the device is consistent and a retried attach succeeds")]
+    public async Task CrashDuringAttach()
+    {
+        const string device = Topology.Solo;
+        var vmm = context.StartSleeper();
+        var id = await context.Api.RegisterAsync(device);
+        await KillAtStepAsync("attach", 2, () => context.Api.AttachAsync(id, "vm-crash", vmm.Id));
+        var after = await RestartAndCheckAsync(id, device, "attach");
+        Expect.Equal(null, after.TextOrNull("attached_to"), "attached_to after the interrupted attach (the attachment is recorded only once bound)");
+
+        var retried = (await context.Api.AttachAsync(id, "vm-crash", vmm.Id)).Expect(200);
+        Expect.Equal("vm-crash", retried.TextOrNull("attached_to"), "attached_to after the retried attach");
+        KernelChecks.OnVfio(context.Kernel, device, "after the retried attach");
+        (await context.Api.DetachAsync(id, "vm-crash", release: true)).Expect(200);
+        KernelChecks.OnHostDriver(context.Kernel, device, "after detach with release");
+    }
+
+    [KernelCase("crash_during_detach_release", Order = 14,
+        Description = "kill -9 once a detach with release: true of 0000:00:02.0 journals step 2 (unbind from vfio-pci); after restart it is back on e1000e")]
+    public async Task CrashDuringDetachRelease()
+    {
+        const string device = Topology.Solo;
+        var vmm = context.StartSleeper();
+        var id = await context.Api.RegisterAsync(device);
+        (await context.Api.AttachAsync(id, "vm-leaving", vmm.Id)).Expect(200);
+        KernelChecks.OnVfio(context.Kernel, device, "after attach");
+        await KillAtStepAsync("detach", 2, () => context.Api.DetachAsync(id, "vm-leaving", release: true));
+        var after = await RestartAndCheckAsync(id, device, "detach");
+        Expect.Equal(null, after.TextOrNull("attached_to"), "attached_to after the interrupted detach");
+        // The detach was asked to release the device: finishing it is the only consistent end.
+        KernelChecks.OnHostDriver(context.Kernel, device, "after the interrupted detach was recovered");
+        Expect.Equal(false, after.Bool("bound_to_vfio"), "bound_to_vfio after the interrupted detach");
+    }
+
+    private async Task CrashBindAsync(int step)
+    {
+        const string device = Topology.RootPortNic;
+        var id = await context.Api.RegisterAsync(device);
+        await KillAtStepAsync("bind", step, () => context.Api.PostAsync($"/devices/{id}/bind"));
+        var after = await RestartAndCheckAsync(id, device, "bind");
+        if (after.Bool("bound_to_vfio"))
+        {
+            (await context.Api.PostAsync($"/devices/{id}/unbind")).Expect(200);
+        }
+
+        KernelChecks.OnHostDriver(context.Kernel, device, "after the interrupted bind (and an unbind if it had completed)");
+    }
+
+    /// <summary>Starts the request, watches the journal, and kills the daemon once <paramref name="operation"/> reaches <paramref name="step"/>.</summary>
+    private async Task KillAtStepAsync(string operation, int step, Func<Task<ApiResponse>> request)
+    {
+        var daemon = context.Daemon;
+        var pid = daemon.Pid;
+        var inFlight = request();
+        var sighting = await Task.Run(() => WatchAndKill(daemon, operation, step, inFlight));
+        string answer;
+        try
+        {
+            var response = await inFlight;
+            answer = $"{response.Status}: {ApiResponse.Truncate(response.Raw)}";
+        }
+        catch (HttpRequestException e)
+        {
+            answer = $"no answer ({e.Message})";
+        }
+
+        context.Detail("killed_pid", pid);
+        context.Detail("request_answer", answer);
+        Expect.True(sighting is not null,
+            $"the {operation} ended before its journal showed step {step} (answer: {answer}); nothing was interrupted");
+        context.Detail("journal_at_kill", sighting!.DeepClone());
+        context.Detail("kernel_at_kill", KernelView());
+        context.Log($"killed the daemon at {operation} step {sighting["step"]}: {sighting["step_description"]}");
+    }
+
+    /// <summary>Polls journal/ (about every millisecond) and kills the daemon at the first entry of the operation at the step.</summary>
+    private static JsonObject? WatchAndKill(DaemonHost daemon, string operation, int step, Task inFlight)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromMinutes(2) && !inFlight.IsCompleted)
+        {
+            if (Directory.Exists(daemon.JournalDirectory))
+            {
+                foreach (var file in Directory.EnumerateFiles(daemon.JournalDirectory, "*.json"))
+                {
+                    if (Path.GetFileName(file).StartsWith('.') || ReadEntry(file) is not { } entry ||
+                        entry["operation"]?.GetValue<string>() != operation || (entry["step"]?.GetValue<int>() ?? 0) < step)
+                    {
+                        continue;
+                    }
+
+                    daemon.Kill();
+                    entry["seen_after_ms"] = clock.ElapsedMilliseconds;
+                    entry["entry_file_present_after_kill"] = File.Exists(file);
+                    return entry;
+                }
+            }
+
+            Thread.Sleep(1);
+        }
+
+        return null;
+    }
+
+    private static JsonObject? ReadEntry(string file)
+    {
+        try
+        {
+            return JsonNode.Parse(File.ReadAllText(file)) as JsonObject;
+        }
+        catch (Exception e) when (e is IOException or JsonException)
+        {
+            return null; // replaced or removed while read
+        }
+    }
+
+    /// <summary>
+    /// Restarts the daemon on the same state, waits for /readyz, and checks that record and kernel
+    /// agree, the device has a driver, the journal is empty, and the start-up reconcile recovered
+    /// the operation. Returns the device as the daemon shows it.
+    /// </summary>
+    private async Task<Daemon.ApiResponse> RestartAndCheckAsync(string id, string device, string operation)
+    {
+        var kernel = context.Kernel;
+        var ready = await context.Daemon.EnsureReadyAsync();
+        var actions = ready["startup_reconcile"]?["actions"]?.AsArray().OfType<JsonObject>().ToList() ?? [];
+        context.Detail("startup_reconcile_actions", new JsonArray([.. actions.Select(a => a.DeepClone())]));
+        Expect.True(actions.Any(a => a["pci_address"]?.GetValue<string>() == device && RecoveryKinds.Contains(a["kind"]?.GetValue<string>())),
+            $"the start-up reconcile should report journal_completed or journal_rolled_back for {device}: {ready["startup_reconcile"]?.ToJsonString()}");
+
+        var after = (await context.Api.GetAsync($"/devices/{id}")).Expect(200);
+        var driver = kernel.DriverOf(device);
+        context.Detail("kernel_after_restart", KernelView());
+        context.Detail("device_after_restart", after.Json.DeepClone());
+        Expect.True(driver is not null, $"{device} has no driver after the restart (the {operation} left it stranded)");
+        var boot = Topology.BootDrivers[device];
+        var bound = after.Bool("bound_to_vfio");
+        var onVfio = driver == "vfio-pci" && bound && GuestKernel.VfioGroupNodeExists(kernel.GroupOf(device));
+        var onHost = driver == boot && !bound && kernel.OverrideOf(device) == "(null)";
+        Expect.True(onVfio || onHost,
+            $"after the restart {device} is on {driver} with driver_override {kernel.OverrideOf(device)} while the daemon says bound_to_vfio={bound}: " +
+            $"expected vfio-pci and bound, or {boot} and not bound");
+        Expect.True(after.Text("state") is not "quarantined", $"{device} is quarantined after the restart: {after.TextOrNull("quarantine_reason")}");
+        var left = Directory.Exists(context.Daemon.JournalDirectory) ? Directory.GetFiles(context.Daemon.JournalDirectory) : [];
+        Expect.True(left.Length == 0, $"the journal still holds {string.Join(", ", left.Select(Path.GetFileName))} after the start-up reconcile");
+        context.Detail("outcome", onVfio ? "completed: on vfio-pci and recorded bound" : $"rolled back: on {boot} and recorded unbound");
+        return after;
+    }
+
+    private JsonObject KernelView()
+    {
+        var kernel = context.Kernel;
+        var view = new JsonObject();
+        foreach (var address in new[] { Topology.RootPortNic, Topology.Solo })
+        {
+            view[address] = $"driver={kernel.DriverOf(address) ?? "none"} override={kernel.OverrideOf(address)}";
+        }
+
+        view["dev_vfio"] = string.Join(" ", kernel.DevVfio());
+        return view;
+    }
+}

@@ -9,7 +9,7 @@ public sealed class BindCases(CaseContext context)
 {
     private const string Device = Topology.Solo;
 
-    [KernelCase("bind_vfio_ioctls", Order = 3,
+    [KernelCase("bind_vfio_ioctls", Order = 30,
         Description = "bind 0000:00:02.0: vfio-pci, /dev/vfio/N, and the VFIO ioctls a VMM makes succeed; unbind is in_use while the agent holds the group")]
     public async Task BindVfioIoctls()
     {
@@ -40,7 +40,7 @@ public sealed class BindCases(CaseContext context)
         KernelChecks.ResponseAgrees(kernel, unbound, Device, "unbind");
     }
 
-    [KernelCase("bind_idempotent_and_dry_run", Order = 4,
+    [KernelCase("bind_idempotent_and_dry_run", Order = 40,
         Description = "a second bind is a no-op (same ETag, no kernel change); dry runs of bind and unbind change nothing in sysfs or /dev/vfio")]
     public async Task BindIdempotentAndDryRun()
     {
@@ -78,7 +78,7 @@ public sealed class BindCases(CaseContext context)
         KernelChecks.OnHostDriver(kernel, Device, "after unbind");
     }
 
-    [KernelCase("unbind_restores_host_driver", Order = 5,
+    [KernelCase("unbind_restores_host_driver", Order = 50,
         Description = "unbind returns 0000:00:02.0 to e1000e: driver_override (null), its net interface back in /sys/class/net, /dev/vfio/N gone")]
     public async Task UnbindRestoresHostDriver()
     {
@@ -105,5 +105,63 @@ public sealed class BindCases(CaseContext context)
         context.Detail("net_before", netBefore);
         context.Detail("net_after", netAfter);
         context.Detail("unbind_ms", unbound.ElapsedMs);
+    }
+
+    [KernelCase("delete_returns_bound_device", Order = 55,
+        Description = "DELETE of a device the daemon bound gives it back to e1000e first, then forgets it")]
+    public async Task DeleteReturnsBoundDevice()
+    {
+        var kernel = context.Kernel;
+        var id = await context.Api.RegisterAsync(Device);
+        (await context.Api.PostAsync($"/devices/{id}/bind")).Expect(200);
+        KernelChecks.OnVfio(kernel, Device, "after bind");
+        (await context.Api.DeleteAsync($"/devices/{id}")).Expect(204);
+        KernelChecks.OnHostDriver(kernel, Device, "after DELETE");
+        Expect.True(!GuestKernel.VfioGroupNodeExists(kernel.GroupOf(Device)), "/dev/vfio/N still exists after DELETE");
+        (await context.Api.GetAsync($"/devices/{id}")).Expect(404, "not_found");
+    }
+
+    [KernelCase("forced_unbind_while_held_times_out", Order = 60,
+        Description = "unbind?force=true while a VMM holds the VFIO device: the kernel blocks the unbind, the daemon answers 504 unbind_timeout and quarantines; once released, POST reset finishes the restore")]
+    public async Task ForcedUnbindWhileHeldTimesOut()
+    {
+        var kernel = context.Kernel;
+        var group = kernel.GroupOf(Device);
+        var id = await context.Api.RegisterAsync(Device);
+        (await context.Api.PostAsync($"/devices/{id}/bind")).Expect(200);
+        KernelChecks.OnVfio(kernel, Device, "after bind");
+
+        var vmm = context.Track(VfioGroupSession.Open(group, [Device]));
+        // vfio-pci's remove waits for the open device to be released: the unbind write blocks in
+        // the kernel, and the daemon must give up after Vfio:OperationTimeout instead of hanging.
+        var timedOut = (await context.Api.PostAsync($"/devices/{id}/unbind?force=true")).Expect(504, "unbind_timeout");
+        context.Detail("unbind_timeout_ms", timedOut.ElapsedMs);
+        context.Detail("unbind_timeout_problem", timedOut.Json.DeepClone());
+        // What the kernel shows while the unbind is blocked: Linux 6.1 has removed the driver link
+        // already, and /dev/vfio/N stays while the VMM holds it. (driver_override is not read: its
+        // show takes the device lock, which the blocked unbind holds until the VMM lets go.)
+        context.Detail("kernel_while_blocked", $"driver={kernel.DriverOf(Device) ?? "none"} dev_vfio={string.Join(" ", kernel.DevVfio())}");
+        var problems = new Mismatches();
+        var holders = timedOut.Json["holders"]?.AsArray().OfType<JsonObject>().ToList() ?? [];
+        problems.Check(holders.Any(h => h["pid"]?.GetValue<int>() == Environment.ProcessId),
+            $"the unbind_timeout problem lists holders {timedOut.Json["holders"]?.ToJsonString()}, not the agent (pid {Environment.ProcessId}) that holds /dev/vfio/{group}");
+        var quarantined = (await context.Api.GetAsync($"/devices/{id}")).Expect(200);
+        problems.Equal("quarantined", quarantined.Text("state"), "state after the timed-out unbind");
+        var host = (await context.Api.GetAsync("/host")).Expect(200);
+        var findings = host.Json["findings"]?.AsArray().Select(f => f?["code"]?.GetValue<string>()).ToList() ?? [];
+        problems.Check(findings.Contains("stuck_kernel_writes") && findings.Contains("quarantined_devices"),
+            $"GET /host should report the stuck write and the quarantined device, findings: {string.Join(", ", findings)}");
+        var refused = await context.Api.PostAsync($"/devices/{id}/bind");
+        problems.Check(refused.Status == 409 && refused.Code == "quarantined", $"bind of the quarantined device: {refused.Status} {refused.Code}");
+
+        vmm.Dispose();
+        Expect.True(await kernel.WaitForDriverAsync(Device, null, TimeSpan.FromSeconds(30)),
+            $"the blocked unbind did not finish once the device was released (driver {kernel.DriverOf(Device)})");
+        var reset = (await context.Api.PostAsync($"/devices/{id}/reset")).Expect(200);
+        KernelChecks.OnHostDriver(kernel, Device, "after POST reset");
+        Expect.Equal("ready", reset.Text("state"), "state after POST reset");
+        Expect.True(!GuestKernel.VfioGroupNodeExists(group), $"/dev/vfio/{group} still exists after the restore");
+        KernelChecks.JournalEmpty(context.Daemon, "after POST reset");
+        problems.ThrowIfAny("the timed-out unbind");
     }
 }

@@ -19,15 +19,15 @@ public sealed class CrashCases(CaseContext context)
 {
     private static readonly string[] RecoveryKinds = ["journal_completed", "journal_rolled_back"];
 
-    [KernelCase("crash_during_bind_at_unbind_step", Order = 11,
+    [KernelCase("crash_during_bind_at_unbind_step", Order = 120,
         Description = "kill -9 once the bind of 0000:01:00.0 journals step 2 (unbind from e1000e); after restart the device is consistent")]
     public async Task CrashDuringBindAtUnbindStep() => await CrashBindAsync(2);
 
-    [KernelCase("crash_during_bind_at_probe_step", Order = 12,
+    [KernelCase("crash_during_bind_at_probe_step", Order = 130,
         Description = "kill -9 once the bind of 0000:01:00.0 journals step 3 (drivers_probe); after restart the device is consistent")]
     public async Task CrashDuringBindAtProbeStep() => await CrashBindAsync(3);
 
-    [KernelCase("crash_during_attach", Order = 13,
+    [KernelCase("crash_during_attach", Order = 140,
         Description = "kill -9 once the attach of 0000:00:02.0 journals step 2; after restart the device is consistent and a retried attach succeeds")]
     public async Task CrashDuringAttach()
     {
@@ -45,7 +45,7 @@ public sealed class CrashCases(CaseContext context)
         KernelChecks.OnHostDriver(context.Kernel, device, "after detach with release");
     }
 
-    [KernelCase("crash_during_detach_release", Order = 14,
+    [KernelCase("crash_during_detach_release", Order = 150,
         Description = "kill -9 once a detach with release: true of 0000:00:02.0 journals step 2 (unbind from vfio-pci); after restart it is back on e1000e")]
     public async Task CrashDuringDetachRelease()
     {
@@ -173,7 +173,8 @@ public sealed class CrashCases(CaseContext context)
         Expect.True(after.Text("state") is not "quarantined", $"{device} is quarantined after the restart: {after.TextOrNull("quarantine_reason")}");
         var left = Directory.Exists(context.Daemon.JournalDirectory) ? Directory.GetFiles(context.Daemon.JournalDirectory) : [];
         Expect.True(left.Length == 0, $"the journal still holds {string.Join(", ", left.Select(Path.GetFileName))} after the start-up reconcile");
-        context.Detail("outcome", onVfio ? "completed: on vfio-pci and recorded bound" : $"rolled back: on {boot} and recorded unbound");
+        var kind = actions.First(a => a["pci_address"]?.GetValue<string>() == device)["kind"]?.GetValue<string>();
+        context.Detail("outcome", $"{kind}: " + (onVfio ? "on vfio-pci and recorded bound" : $"on {boot} and recorded unbound"));
         return after;
     }
 

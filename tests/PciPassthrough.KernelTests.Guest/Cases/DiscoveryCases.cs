@@ -9,7 +9,7 @@ namespace PciPassthrough.KernelTests.Guest.Cases;
 /// <summary>What the daemon reports about the host, compared with the kernel read directly.</summary>
 public sealed class DiscoveryCases(CaseContext context)
 {
-    [KernelCase("discovery_matches_sysfs", Order = 1,
+    [KernelCase("discovery_matches_sysfs", Order = 10,
         Description = "GET /devices/available equals a direct read of /sys: ids, classes, groups and members, drivers, no bridges; names as lspci gives them")]
     public async Task DiscoveryMatchesSysfs()
     {
@@ -72,7 +72,7 @@ public sealed class DiscoveryCases(CaseContext context)
         mismatches.ThrowIfAny("GET /devices/available disagrees with the kernel");
     }
 
-    [KernelCase("host_report_matches_kernel", Order = 2,
+    [KernelCase("host_report_matches_kernel", Order = 20,
         Description = "GET /host: IOMMU on with the kernel's group count, interrupt remapping on, vfio-pci and /dev/vfio/vfio present, the kernel command line, ready")]
     public async Task HostReportMatchesKernel()
     {

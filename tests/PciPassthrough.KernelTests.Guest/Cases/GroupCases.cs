@@ -7,7 +7,7 @@ namespace PciPassthrough.KernelTests.Guest.Cases;
 /// <summary>IOMMU groups with more than one endpoint: the kernel's unit of isolation.</summary>
 public sealed class GroupCases(CaseContext context)
 {
-    [KernelCase("group_conflict_shared_with_display", Order = 6,
+    [KernelCase("group_conflict_shared_with_display", Order = 70,
         Description = "bind of the e1000 0000:03:01.0 is 409 iommu_group_conflict naming the display 0000:03:02.0 on bochs-drm; nothing changes")]
     public async Task GroupConflictSharedWithDisplay()
     {
@@ -35,7 +35,7 @@ public sealed class GroupCases(CaseContext context)
         context.Detail("group", group);
     }
 
-    [KernelCase("group_bind_multifunction", Order = 7,
+    [KernelCase("group_bind_multifunction", Order = 80,
         Description = "0000:02:00.0 alone is refused (its sibling function is on e1000e); ?group=true binds both, /dev/vfio/N is viable and both device fds open; unbind restores both")]
     public async Task GroupBindMultifunction()
     {

@@ -12,7 +12,7 @@ public sealed class LatencyCases(CaseContext context)
     private const int Cycles = 20;
     private const string Device = Topology.Solo;
 
-    [KernelCase("bind_unbind_latency_vs_raw_shell", Order = 8,
+    [KernelCase("bind_unbind_latency_vs_raw_shell", Order = 90,
         Description = "20 bind/unbind cycles of 0000:00:02.0 through the daemon next to 20 raw /bin/sh cycles; every cycle must end in the right state")]
     public async Task BindUnbindLatencyVsRawShell()
     {

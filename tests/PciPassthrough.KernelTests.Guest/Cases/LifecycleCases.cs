@@ -9,7 +9,7 @@ public sealed class LifecycleCases(CaseContext context)
 {
     private const string Device = Topology.Solo;
 
-    [KernelCase("attach_detach", Order = 9,
+    [KernelCase("attach_detach", Order = 100,
         Description = "attach binds and records the instance; another instance gets 409 in_use; detach with release: true restores e1000e")]
     public async Task AttachDetach()
     {
@@ -40,7 +40,7 @@ public sealed class LifecycleCases(CaseContext context)
         Expect.True(!GuestKernel.VfioGroupNodeExists(kernel.GroupOf(Device)), "/dev/vfio/N still exists after detach with release");
     }
 
-    [KernelCase("reconcile_orphan_and_stranded", Order = 10,
+    [KernelCase("reconcile_orphan_and_stranded", Order = 110,
         Description = "attach with a live pid, kill the process: POST /reconcile clears the orphan and reports the device stranded_on_vfio; unbind restores it")]
     public async Task ReconcileOrphanAndStranded()
     {

@@ -67,6 +67,28 @@ public sealed class GuestKernel
         return names;
     }
 
+    /// <summary>The kernel log (dmesg) as lines; the evidence of what the kernel did during a case.</summary>
+    public static IReadOnlyList<string> KernelLog()
+    {
+        try
+        {
+            var start = new ProcessStartInfo("dmesg") { RedirectStandardOutput = true, UseShellExecute = false };
+            using var process = Process.Start(start);
+            if (process is null)
+            {
+                return [];
+            }
+
+            var lines = process.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            process.WaitForExit();
+            return lines;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return ["(dmesg is not available)"];
+        }
+    }
+
     /// <summary>Waits until the function's driver is <paramref name="driver"/> (null: none).</summary>
     public async Task<bool> WaitForDriverAsync(string address, string? driver, TimeSpan timeout)
     {

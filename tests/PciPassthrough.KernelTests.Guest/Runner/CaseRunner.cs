@@ -62,6 +62,7 @@ public sealed class CaseRunner(AgentOptions options)
     {
         var context = new CaseContext(info.Name, daemon, _kernel, options);
         context.Log("start");
+        var logMark = GuestKernel.KernelLog().Count;
         var clock = Stopwatch.StartNew();
         string? failure = null;
         try
@@ -94,6 +95,12 @@ public sealed class CaseRunner(AgentOptions options)
             failure = failure is null
                 ? "the case passed, but afterwards: " + string.Join("; ", cleanup)
                 : failure + " (afterwards: " + string.Join("; ", cleanup) + ")";
+        }
+
+        var kernelLog = GuestKernel.KernelLog().Skip(logMark).ToList();
+        if (kernelLog.Count > 0)
+        {
+            context.Detail("kernel_log", kernelLog.TakeLast(60).ToList());
         }
 
         context.Log(failure is null ? $"PASS in {duration} ms" : $"FAIL in {duration} ms: {failure}");
@@ -137,7 +144,7 @@ public sealed class CaseRunner(AgentOptions options)
 
             if (Directory.Exists(daemon.JournalDirectory) && Directory.EnumerateFiles(daemon.JournalDirectory).Any())
             {
-                problems.Add("the journal is not empty after the case: " + string.Join(", ", Directory.EnumerateFiles(daemon.JournalDirectory).Select(Path.GetFileName)));
+                problems.Add("the journal is not empty after the case: " + string.Join("; ", Directory.EnumerateFiles(daemon.JournalDirectory).Select(Cases.KernelChecks.Describe)));
                 wipe = true;
             }
         }

@@ -13,7 +13,7 @@ public sealed class KernelCaseAttribute(string name) : Attribute
     public string Name { get; } = name;
 
     /// <summary>Cases run by ascending order, then by class name, then in declaration order.</summary>
-    public int Order { get; set; } = 100;
+    public int Order { get; set; } = 1000;
 
     /// <summary>Whether the daemon must be up and ready before the case starts.</summary>
     public bool NeedsDaemon { get; set; } = true;

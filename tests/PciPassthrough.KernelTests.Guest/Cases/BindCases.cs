@@ -164,4 +164,27 @@ public sealed class BindCases(CaseContext context)
         KernelChecks.JournalEmpty(context.Daemon, "after POST reset");
         problems.ThrowIfAny("the timed-out unbind");
     }
+
+    [KernelCase("unbind_of_device_found_on_vfio", Order = 57,
+        Description = "a device already on vfio-pci when registered (bound by hand) has no original driver; unbind releases it and the kernel gives it back to e1000e")]
+    public async Task UnbindOfDeviceFoundOnVfio()
+    {
+        var kernel = context.Kernel;
+        var path = GuestKernel.DevicePath(Device);
+        kernel.Sysfs.Write($"{path}/driver_override", "vfio-pci");
+        kernel.Sysfs.Write($"{path}/driver/unbind", Device);
+        kernel.Sysfs.Write("/sys/bus/pci/drivers_probe", Device);
+        KernelChecks.OnVfio(kernel, Device, "after the raw bind");
+
+        var id = await context.Api.RegisterAsync(Device);
+        var device = (await context.Api.GetAsync($"/devices/{id}")).Expect(200);
+        Expect.Equal(null, device.TextOrNull("original_driver"), "original_driver of a device found on vfio-pci");
+        Expect.Equal("bound", device.Text("state"), "state of a device found on vfio-pci");
+        var plan = (await context.Api.PostAsync($"/devices/{id}/unbind?dry_run=true")).Expect(200);
+        context.Detail("unbind_plan_steps", plan.Json["steps"]?.DeepClone());
+        var unbound = (await context.Api.PostAsync($"/devices/{id}/unbind")).Expect(200);
+        KernelChecks.OnHostDriver(kernel, Device, "after unbind");
+        KernelChecks.ResponseAgrees(kernel, unbound, Device, "unbind");
+        Expect.True(!GuestKernel.VfioGroupNodeExists(kernel.GroupOf(Device)), "/dev/vfio/N still exists after unbind");
+    }
 }

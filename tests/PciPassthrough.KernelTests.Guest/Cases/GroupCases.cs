@@ -65,4 +65,32 @@ public sealed class GroupCases(CaseContext context)
         KernelChecks.OnHostDriver(kernel, Topology.MultiFunction1, "after unbind (the function bound with it)");
         Expect.True(!GuestKernel.VfioGroupNodeExists(group), $"/dev/vfio/{group} still exists after unbind");
     }
+
+    [KernelCase("group_bind_with_bridge_and_display", Order = 85,
+        Description = "?group=true on the e1000 0000:03:01.0 takes the display from bochs-drm too, leaves the bridge alone; the group is viable; unbind gives the display back to bochs-drm")]
+    public async Task GroupBindWithBridgeAndDisplay()
+    {
+        var kernel = context.Kernel;
+        var group = kernel.GroupOf(Topology.LegacyNic);
+        var id = await context.Api.RegisterAsync(Topology.LegacyNic);
+        var plan = (await context.Api.PostAsync($"/devices/{id}/bind?group=true&dry_run=true")).Expect(200);
+        var planned = plan.Json["steps"]?.AsArray().Select(s => s?["pci_address"]?.GetValue<string>()).Distinct().ToList() ?? [];
+        Expect.Sequence([Topology.LegacyNic, Topology.Display], planned.OfType<string>(), "functions the group bind plan writes to");
+
+        var bound = (await context.Api.PostAsync($"/devices/{id}/bind?group=true")).Expect(200);
+        context.Detail("group_bind_ms", bound.ElapsedMs);
+        KernelChecks.OnVfio(kernel, Topology.LegacyNic, "after the group bind");
+        KernelChecks.OnVfio(kernel, Topology.Display, "after the group bind");
+        Expect.Equal(null, kernel.DriverOf(Topology.DmiBridge), "driver of the bridge after the group bind");
+        Expect.Equal("(null)", kernel.OverrideOf(Topology.DmiBridge), "driver_override of the bridge after the group bind");
+        using (var vfio = VfioGroupSession.Open(group, [Topology.LegacyNic, Topology.Display]))
+        {
+            context.Detail("vfio_viable", vfio.Viable);
+        }
+
+        (await context.Api.PostAsync($"/devices/{id}/unbind")).Expect(200);
+        KernelChecks.OnHostDriver(kernel, Topology.LegacyNic, "after unbind");
+        KernelChecks.OnHostDriver(kernel, Topology.Display, "after unbind (the display bound with it)");
+        Expect.True(!GuestKernel.VfioGroupNodeExists(group), $"/dev/vfio/{group} still exists after unbind");
+    }
 }

@@ -72,6 +72,25 @@ public sealed class LifecycleCases(CaseContext context)
         KernelChecks.OnHostDriver(kernel, Device, "after unbind");
     }
 
+    [KernelCase("reconcile_restores_lost_driver", Order = 115,
+        Description = "a registered device left without a driver (unbound by hand) gets its original driver back from POST /reconcile")]
+    public async Task ReconcileRestoresLostDriver()
+    {
+        var kernel = context.Kernel;
+        var id = await context.Api.RegisterAsync(Device);
+        kernel.Sysfs.Write("/sys/bus/pci/drivers/e1000e/unbind", Device);
+        Expect.Equal(null, kernel.DriverOf(Device), "driver after the raw unbind");
+        var report = (await context.Api.PostAsync("/reconcile")).Expect(200);
+        context.Detail("report", report.Json.DeepClone());
+        var actions = report.Json["actions"]?.AsArray().OfType<JsonObject>().Where(a => a["pci_address"]?.GetValue<string>() == Device).ToList() ?? [];
+        Expect.True(actions.Any(a => a["kind"]?.GetValue<string>() == "driver_restored" && a["applied"]?.GetValue<bool>() == true),
+            $"reconcile should apply driver_restored for {Device}: {report.Raw}");
+        KernelChecks.OnHostDriver(kernel, Device, "after the reconcile");
+        Expect.True(GuestKernel.NetInterfacesOf(Device).Count == 1, "no net interface after the reconcile restored e1000e");
+        var device = (await context.Api.GetAsync($"/devices/{id}")).Expect(200);
+        Expect.Equal("ready", device.Text("state"), "state after the reconcile");
+    }
+
     private static List<string> Kinds(Daemon.ApiResponse report) =>
         report.Json["actions"]?.AsArray().Select(a => a?["kind"]?.GetValue<string>() ?? "").ToList() ?? [];
 }

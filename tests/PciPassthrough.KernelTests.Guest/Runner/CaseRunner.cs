@@ -145,7 +145,17 @@ public sealed class CaseRunner(AgentOptions options)
             if (Directory.Exists(daemon.JournalDirectory) && Directory.EnumerateFiles(daemon.JournalDirectory).Any())
             {
                 problems.Add("the journal is not empty after the case: " + string.Join("; ", Directory.EnumerateFiles(daemon.JournalDirectory).Select(Cases.KernelChecks.Describe)));
-                wipe = true;
+                // A reconcile finishes or undoes what is left; a restart only when even that fails.
+                try
+                {
+                    var reconciled = await daemon.Api.PostAsync("/reconcile");
+                    wipe |= reconciled.Status != 200 || Directory.EnumerateFiles(daemon.JournalDirectory).Any();
+                }
+                catch (HttpRequestException e)
+                {
+                    problems.Add($"POST /reconcile failed: {e.Message}");
+                    wipe = true;
+                }
             }
         }
 

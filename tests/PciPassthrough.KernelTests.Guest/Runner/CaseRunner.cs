@@ -65,6 +65,7 @@ public sealed class CaseRunner(AgentOptions options)
         var logMark = GuestKernel.KernelLog().Count;
         var clock = Stopwatch.StartNew();
         string? failure = null;
+        Task? task = null;
         try
         {
             if (info.NeedsDaemon)
@@ -73,10 +74,10 @@ public sealed class CaseRunner(AgentOptions options)
             }
 
             var instance = Activator.CreateInstance(info.Method.DeclaringType!, context)!;
-            var task = (Task)info.Method.Invoke(instance, null)!;
+            task = (Task)info.Method.Invoke(instance, null)!;
             await task.WaitAsync(CaseTimeout);
         }
-        catch (TimeoutException)
+        catch (TimeoutException) when (task is { IsCompleted: false })
         {
             failure = $"the case did not finish within {CaseTimeout.TotalMinutes:0} min";
             daemon.Kill();

@@ -62,6 +62,23 @@ public sealed class CrashCases(CaseContext context)
         Expect.Equal(false, after.Bool("bound_to_vfio"), "bound_to_vfio after the interrupted detach");
     }
 
+    [KernelCase("crash_during_group_bind", Order = 135,
+        Description = "kill -9 once the group bind of 0000:02:00.0/.1 journals step 5 (unbind of the second function); after restart both functions are on the same side, never split")]
+    public async Task CrashDuringGroupBind()
+    {
+        const string device = Topology.MultiFunction0;
+        var id = await context.Api.RegisterAsync(device);
+        await KillAtStepAsync("bind", 5, () => context.Api.PostAsync($"/devices/{id}/bind?group=true"));
+        var after = await RestartAndCheckAsync(id, device, "group bind", Topology.MultiFunction1);
+        if (after.Bool("bound_to_vfio"))
+        {
+            (await context.Api.PostAsync($"/devices/{id}/unbind")).Expect(200);
+        }
+
+        KernelChecks.OnHostDriver(context.Kernel, Topology.MultiFunction0, "after the interrupted group bind");
+        KernelChecks.OnHostDriver(context.Kernel, Topology.MultiFunction1, "after the interrupted group bind");
+    }
+
     private async Task CrashBindAsync(int step)
     {
         const string device = Topology.RootPortNic;
@@ -149,32 +166,31 @@ public sealed class CrashCases(CaseContext context)
     /// agree, the device has a driver, the journal is empty, and the start-up reconcile recovered
     /// the operation. Returns the device as the daemon shows it.
     /// </summary>
-    private async Task<Daemon.ApiResponse> RestartAndCheckAsync(string id, string device, string operation)
+    private async Task<Daemon.ApiResponse> RestartAndCheckAsync(string id, string device, string operation, params string[] others)
     {
         var kernel = context.Kernel;
         var ready = await context.Daemon.EnsureReadyAsync();
         var actions = ready["startup_reconcile"]?["actions"]?.AsArray().OfType<JsonObject>().ToList() ?? [];
         context.Detail("startup_reconcile_actions", new JsonArray([.. actions.Select(a => a.DeepClone())]));
-        Expect.True(actions.Any(a => a["pci_address"]?.GetValue<string>() == device && RecoveryKinds.Contains(a["kind"]?.GetValue<string>())),
+        var recovery = actions.FirstOrDefault(a => a["pci_address"]?.GetValue<string>() == device && RecoveryKinds.Contains(a["kind"]?.GetValue<string>()));
+        Expect.True(recovery is not null,
             $"the start-up reconcile should report journal_completed or journal_rolled_back for {device}: {ready["startup_reconcile"]?.ToJsonString()}");
 
         var after = (await context.Api.GetAsync($"/devices/{id}")).Expect(200);
-        var driver = kernel.DriverOf(device);
         context.Detail("kernel_after_restart", KernelView());
         context.Detail("device_after_restart", after.Json.DeepClone());
-        Expect.True(driver is not null, $"{device} has no driver after the restart (the {operation} left it stranded)");
-        var boot = Topology.BootDrivers[device];
         var bound = after.Bool("bound_to_vfio");
-        var onVfio = driver == "vfio-pci" && bound && GuestKernel.VfioGroupNodeExists(kernel.GroupOf(device));
-        var onHost = driver == boot && !bound && kernel.OverrideOf(device) == "(null)";
+        var functions = others.Prepend(device).ToList();
+        var onVfio = functions.All(f => kernel.DriverOf(f) == "vfio-pci") && bound && GuestKernel.VfioGroupNodeExists(kernel.GroupOf(device));
+        var onHost = functions.All(f => kernel.DriverOf(f) == Topology.BootDrivers[f] && kernel.OverrideOf(f) == "(null)") && !bound;
+        var seen = string.Join(", ", functions.Select(f => $"{f} on {kernel.DriverOf(f) ?? "NO DRIVER"} (driver_override {kernel.OverrideOf(f)})"));
+        Expect.True(functions.All(f => kernel.DriverOf(f) is not null), $"after the restart a function has no driver (the {operation} left it stranded): {seen}");
         Expect.True(onVfio || onHost,
-            $"after the restart {device} is on {driver} with driver_override {kernel.OverrideOf(device)} while the daemon says bound_to_vfio={bound}: " +
-            $"expected vfio-pci and bound, or {boot} and not bound");
+            $"after the restart {seen} while the daemon says bound_to_vfio={bound}: expected every function on vfio-pci and bound, " +
+            "or every function on its host driver without override and not bound");
         Expect.True(after.Text("state") is not "quarantined", $"{device} is quarantined after the restart: {after.TextOrNull("quarantine_reason")}");
-        var left = Directory.Exists(context.Daemon.JournalDirectory) ? Directory.GetFiles(context.Daemon.JournalDirectory) : [];
-        Expect.True(left.Length == 0, $"the journal still holds {string.Join(", ", left.Select(Path.GetFileName))} after the start-up reconcile");
-        var kind = actions.First(a => a["pci_address"]?.GetValue<string>() == device)["kind"]?.GetValue<string>();
-        context.Detail("outcome", $"{kind}: " + (onVfio ? "on vfio-pci and recorded bound" : $"on {boot} and recorded unbound"));
+        KernelChecks.JournalEmpty(context.Daemon, "after the start-up reconcile");
+        context.Detail("outcome", $"{recovery!["kind"]}: " + (onVfio ? "on vfio-pci and recorded bound" : "on the host drivers and recorded unbound"));
         return after;
     }
 
@@ -182,7 +198,7 @@ public sealed class CrashCases(CaseContext context)
     {
         var kernel = context.Kernel;
         var view = new JsonObject();
-        foreach (var address in new[] { Topology.RootPortNic, Topology.Solo })
+        foreach (var address in new[] { Topology.RootPortNic, Topology.Solo, Topology.MultiFunction0, Topology.MultiFunction1 })
         {
             view[address] = $"driver={kernel.DriverOf(address) ?? "none"} override={kernel.OverrideOf(address)}";
         }

@@ -20,6 +20,15 @@ public sealed class GuestRun : IAsyncLifetime
     /// <summary>run-guest.sh's own limit (default); the process is killed a little after it.</summary>
     public const int DefaultTimeoutSeconds = 900;
 
+    /// <summary>
+    /// Set to an earlier run's results folder to judge it again without booting (for working on
+    /// the host side); every test prints that it did.
+    /// </summary>
+    public const string ReuseVariable = "PCIPT_KERNEL_REUSE_RESULTS";
+
+    /// <summary>run-guest.sh's --timeout, overridable for very slow hosts.</summary>
+    public const string TimeoutVariable = "PCIPT_KERNEL_TIMEOUT";
+
     public int TimeoutSeconds { get; } =
         int.TryParse(Environment.GetEnvironmentVariable(TimeoutVariable), NumberStyles.None, CultureInfo.InvariantCulture, out var t) && t > 0
             ? t
@@ -44,15 +53,6 @@ public sealed class GuestRun : IAsyncLifetime
     public string? Failure { get; private set; }
 
     public CasesFile? Cases { get; private set; }
-
-    /// <summary>
-    /// Set to an earlier run's results folder to judge it again without booting (for working on
-    /// the host side); every test prints that it did.
-    /// </summary>
-    public const string ReuseVariable = "PCIPT_KERNEL_REUSE_RESULTS";
-
-    /// <summary>run-guest.sh's --timeout, overridable for very slow hosts.</summary>
-    public const string TimeoutVariable = "PCIPT_KERNEL_TIMEOUT";
 
     /// <summary>The earlier results folder judged instead of a new run, or null.</summary>
     public string? Reused { get; private set; }

@@ -22,5 +22,6 @@ public static class ErrorCodes
     public const string PreconditionFailed = "precondition_failed";
     public const string ValidationFailed = "validation_failed";
     public const string OperationFailed = "operation_failed";
+    public const string ResetUnsupported = "reset_unsupported";
     public const string Internal = "internal_error";
 }

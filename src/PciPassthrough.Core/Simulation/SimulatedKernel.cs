@@ -485,7 +485,8 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
             else
             {
                 var names = requested.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                if (names.Any(n => !supported.Contains(n)) || names.Distinct().Count() != names.Length)
+                // Linux refuses an unknown name but takes one listed twice (and shows it twice).
+                if (names.Any(n => !supported.Contains(n)))
                 {
                     throw KernelErrno.Failure(KernelErrno.EINVAL, path);
                 }
@@ -565,17 +566,22 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
             return candidates;
         }
 
-        if (_state.NativeDrivers.GetValueOrDefault(address.ToString()) is { } native && Exists(SysfsPaths.Driver(native)))
-        {
-            candidates.Add(native);
-        }
-
+        // Linux tries drivers in the order they registered. Drivers a new_id points at the device
+        // are tried first here: a driver given an id by hand (vfio-pci) is the one meant to
+        // bind, and that is what the kernel did in the real-kernel trace (vfio-pci loaded first).
         foreach (var driver in _state.DynamicIds.Keys.Order(StringComparer.Ordinal))
         {
-            if (!candidates.Contains(driver) && Matches(driver, address) && Exists(SysfsPaths.Driver(driver)))
+            if (Matches(driver, address) && Exists(SysfsPaths.Driver(driver)) &&
+                _state.DynamicIds[driver].Contains(IdOf(address) ?? ""))
             {
                 candidates.Add(driver);
             }
+        }
+
+        if (_state.NativeDrivers.GetValueOrDefault(address.ToString()) is { } native && Exists(SysfsPaths.Driver(native)) &&
+            !candidates.Contains(native))
+        {
+            candidates.Add(native);
         }
 
         return candidates;
@@ -908,7 +914,8 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
 
     private string? DriverOverride(PciAddress address)
     {
-        var value = Read(address, "driver_override").Trim();
+        // Compared exactly, as the kernel does: only the newline the show adds comes off.
+        var value = ReadRaw(address, "driver_override").TrimEnd('\n');
         return value.Length == 0 || value == "(null)" ? null : value;
     }
 
@@ -932,6 +939,12 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
     {
         var path = System.IO.Path.Combine(RealDeviceDirectory(address), file);
         return File.Exists(path) ? File.ReadAllText(path).Trim() : "";
+    }
+
+    private string ReadRaw(PciAddress address, string file)
+    {
+        var path = System.IO.Path.Combine(RealDeviceDirectory(address), file);
+        return File.Exists(path) ? File.ReadAllText(path) : "";
     }
 
     private string DeviceFile(PciAddress address, string file) => System.IO.Path.Combine(RealDeviceDirectory(address), file);

@@ -119,14 +119,15 @@ public sealed partial class SysfsVfioBinder(
         var nodes = new HashSet<string>(StringComparer.Ordinal);
         foreach (var function in functions)
         {
-            if (IsDeviceBoundToVfio(function))
+            // The group's node whenever it exists, whatever the driver link says: while vfio-pci's
+            // remove waits for the VMM, Linux has already dropped the link but keeps /dev/vfio/N,
+            // and the VMM holding it is exactly who the caller needs to hear about.
+            if (discovery.GetIommuGroup(function) is >= 0 and var group && sysfs.Exists(SysfsPaths.VfioGroup(group)))
             {
-                if (discovery.GetIommuGroup(function) is >= 0 and var group)
-                {
-                    nodes.Add(SysfsPaths.VfioGroup(group));
-                }
+                nodes.Add(SysfsPaths.VfioGroup(group));
             }
-            else
+
+            if (!IsDeviceBoundToVfio(function))
             {
                 nodes.UnionWith(DeviceNodes.For(sysfs, function));
             }
@@ -304,8 +305,8 @@ public sealed partial class SysfsVfioBinder(
     {
         if (!sysfs.Exists(SysfsPaths.DeviceAttribute(address, DeviceAttribute.Reset)))
         {
-            throw new PassthroughException(ErrorCodes.OperationFailed, $"{address} has no reset method the kernel can use",
-                new Dictionary<string, object?> { ["rolled_back"] = true, ["not_undone"] = Array.Empty<object>() });
+            throw new PassthroughException(ErrorCodes.ResetUnsupported,
+                $"{address} has no reset method the kernel can use (no reset attribute); nothing was done");
         }
 
         var current = sysfs.ReadText(SysfsPaths.DeviceAttribute(address, DeviceAttribute.ResetMethod))?.Trim();

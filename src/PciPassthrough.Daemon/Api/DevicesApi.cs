@@ -115,7 +115,8 @@ public static class DevicesApi
                 "finishes or undoes anything left half-done and clears a quarantine. Refused while attached.")
             .RequireReady()
             .ProducesErrors(ErrorCodes.NotFound, ErrorCodes.DeviceNotFound, ErrorCodes.DeviceChanged, ErrorCodes.InUse,
-                ErrorCodes.UnbindTimeout, ErrorCodes.OperationFailed, ErrorCodes.ValidationFailed, ErrorStatus.NotReady);
+                ErrorCodes.Quarantined, ErrorCodes.ResetUnsupported, ErrorCodes.UnbindTimeout, ErrorCodes.OperationFailed,
+                ErrorCodes.ValidationFailed, ErrorStatus.NotReady);
 
         return group;
     }

@@ -43,6 +43,7 @@ public static class ErrorStatus
         [RateLimited] = StatusCodes.Status429TooManyRequests,
         [NotReady] = StatusCodes.Status503ServiceUnavailable,
         [ErrorCodes.OperationFailed] = StatusCodes.Status502BadGateway,
+        [ErrorCodes.ResetUnsupported] = StatusCodes.Status409Conflict,
     };
 
     public static int StatusOf(string code) => StatusByCode.GetValueOrDefault(code, StatusCodes.Status500InternalServerError);

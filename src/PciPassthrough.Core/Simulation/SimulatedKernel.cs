@@ -38,7 +38,6 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
     private readonly Dictionary<PciAddress, List<SimulatedFault>> _faults = [];
     private readonly CancellationTokenSource _disposed = new();
     private readonly ManualResetEventSlim _faultsChanged = new(false);
-    private long _hangGeneration;
 
     public SimulatedKernel(string root, IReadOnlyDictionary<PciAddress, IReadOnlyList<SimulatedFault>>? faults = null)
         : base(root)
@@ -151,10 +150,20 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
         }
     }
 
-    /// <summary>Lets every unbind blocked by <c>unbind_hangs</c> finish (as when a stuck user finally exits).</summary>
+    /// <summary>
+    /// The hang is over (as when a stuck user finally exits): every <c>unbind_hangs</c> fault is
+    /// removed, so unbinds blocked by one finish and later ones do not hang.
+    /// </summary>
     public void ReleaseHangs()
     {
-        Interlocked.Increment(ref _hangGeneration);
+        lock (_gate)
+        {
+            foreach (var list in _faults.Values)
+            {
+                list.RemoveAll(f => f is SimulatedFault.UnbindHangs);
+            }
+        }
+
         SignalFaultsChanged();
     }
 
@@ -500,7 +509,6 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
 
     private void WaitWhileUnbindBlocked(PciAddress address)
     {
-        var generation = Interlocked.Read(ref _hangGeneration);
         var deadline = DateTime.UtcNow;
         List<SimulatedFault> faults;
         lock (_gate)
@@ -519,7 +527,7 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
             lock (_gate)
             {
                 var current = _faults.GetValueOrDefault(address) ?? [];
-                blocked = (current.OfType<SimulatedFault.UnbindHangs>().Any() && Interlocked.Read(ref _hangGeneration) == generation) ||
+                blocked = current.OfType<SimulatedFault.UnbindHangs>().Any() ||
                     (WaitsForUsers(CurrentDriver(address)) && current.Any(f =>
                         f is SimulatedFault.Holder || (f is SimulatedFault.Service s && !_state.StoppedServices.Contains(s.Unit))));
             }
@@ -558,7 +566,8 @@ public sealed class SimulatedKernel : LinuxSysfs, IDisposable
         var candidates = new List<string>();
         if (DriverOverride(address) is { } forced)
         {
-            if (Exists(SysfsPaths.Driver(forced)))
+            // An override may be any text; only a loaded driver of exactly that name matches.
+            if (SysfsPaths.IsValidDriverName(forced) && Exists(SysfsPaths.Driver(forced)))
             {
                 candidates.Add(forced);
             }

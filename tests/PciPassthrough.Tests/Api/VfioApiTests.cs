@@ -5,6 +5,7 @@ using PciPassthrough.Devices;
 using PciPassthrough.Registry;
 using PciPassthrough.Simulation;
 using PciPassthrough.Simulation.Tests;
+using PciPassthrough.Vfio;
 
 namespace PciPassthrough.Daemon.Api.Tests;
 
@@ -287,6 +288,9 @@ public sealed class VfioApiTests
         var device = await api.GetDeviceAsync(id);
         api.Kernel.ReleaseHangs();
         await Wait.UntilAsync(() => api.Tree.DriverOf(Nvme) is null, "the stuck unbind to return");
+        // The daemon leaves the device alone until it has seen its write return.
+        var writer = api.Application.Services.GetRequiredService<BoundedKernelWriter>();
+        await Wait.UntilAsync(() => writer.StuckWrites == 0, "the daemon to see the stuck write return");
         var reset = await api.PostAsync($"/devices/{id}/reset");
 
         AssertProblem(timedOut, HttpStatusCode.GatewayTimeout, "unbind_timeout");

@@ -1,5 +1,6 @@
 using PciPassthrough.Devices;
 using PciPassthrough.Registry;
+using PciPassthrough.Sysfs;
 
 namespace PciPassthrough.Journal;
 
@@ -40,4 +41,14 @@ public sealed record JournalEntry
     public required DateTime StartedAt { get; init; }
 
     public DateTime UpdatedAt { get; init; }
+
+    /// <summary>
+    /// Whether an interrupted bind or attach got far enough to be finished rather than undone:
+    /// every function on vfio-pci and, for an attach, its instance on record (short of that,
+    /// nobody was told the device is theirs).
+    /// </summary>
+    public bool BindReachedItsEnd(Func<PciAddress, string?> driverOf, AttachmentRecord? attachment) =>
+        Functions.Count > 0 &&
+        Functions.All(f => driverOf(f.PciAddress) == SysfsPaths.VfioPciDriver) &&
+        (Operation != "attach" || attachment?.InstanceId == InstanceId);
 }

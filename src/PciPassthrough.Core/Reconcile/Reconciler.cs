@@ -38,9 +38,8 @@ public static class Reconciler
                 continue;
             }
 
-            var bindReached = entry.Functions.Count > 0 &&
-                entry.Functions.All(f => input.Drivers.GetValueOrDefault(f.PciAddress) == SysfsPaths.VfioPciDriver);
-            var kind = entry.Operation is "bind" or "attach" && !bindReached
+            var record = input.Devices.FirstOrDefault(d => d.Record.Id == entry.DeviceId)?.Record;
+            var kind = entry.Operation is "bind" or "attach" && !entry.BindReachedItsEnd(input.Drivers.GetValueOrDefault, record?.Attachment)
                 ? ReconcileKinds.JournalRolledBack
                 : ReconcileKinds.JournalCompleted;
             var detail = kind == ReconcileKinds.JournalRolledBack

@@ -51,43 +51,16 @@ public sealed partial class DeviceManager
 
         var plan = PlanBind(record, new VfioRequest(Group: vfioOptions.Value.GroupBindOnAttach));
         ThrowIfRefused(record, plan);
-        if (plan.Functions.Count > 0)
-        {
-            record = await RunBindAsync(record, plan, "attach", cancellationToken, command.InstanceId);
-        }
-
-        if (discovery.GetCurrentDriver(record.PciAddress) != SysfsPaths.VfioPciDriver)
-        {
-            throw new PassthroughException(ErrorCodes.NotBound, $"{record.PciAddress} is not on vfio-pci; it cannot be attached");
-        }
-
-        // Bound earlier, the group may have changed since: a member back on a host driver makes
-        // the group unusable for a VMM (the kernel refuses to hand it over).
-        var blockers = binder.FindGroupBlockers(record.PciAddress, []);
-        if (blockers.Count > 0)
-        {
-            throw VfioErrors.GroupConflict(record.PciAddress, blockers);
-        }
-
-        // Attach comes before the VMM opens the group. A process already holding it that is not
-        // the VMM named here is some other user: handing the device over would give it to two.
-        var strangers = binder.FindHolders([record.PciAddress]).Where(h => h.Pid != command.Pid).ToList();
-        if (strangers.Count > 0)
-        {
-            throw VfioErrors.Held(strangers);
-        }
-
-        record = registry.Update(record with
-        {
-            Attachment = new AttachmentRecord
-            {
-                InstanceId = command.InstanceId,
-                Pid = command.Pid,
-                PidStartTime = startTime,
-                AttachedAt = Now(),
-            },
-            UpdatedAt = Now(),
-        });
+        record = plan.Functions.Count > 0
+            ? await RunBindAsync(record, plan, "attach", cancellationToken, command.InstanceId,
+                async (bound, steps) =>
+                {
+                    // A journaled step of its own: recovery of an attach that stopped anywhere
+                    // before the attachment is on disk undoes the bind.
+                    await steps.StepAsync($"record the attachment to {command.InstanceId}", CancellationToken.None);
+                    return RecordAttachment(bound, command, startTime);
+                })
+            : RecordAttachment(record, command, startTime);
         LogAttached(logger, record.Id, record.PciAddress, command.InstanceId, command.Pid);
         return ToDevice(record);
     }
@@ -133,20 +106,69 @@ public sealed partial class DeviceManager
             ThrowIfRefused(record with { Attachment = null }, release);
         }
 
-        if (record.Attachment is not null)
-        {
-            record = registry.Update(record with { Attachment = null, UpdatedAt = Now() });
-            LogDetached(logger, record.Id, record.PciAddress, command.InstanceId);
-        }
-
-        if (release is not null)
-        {
-            var plan = PlanUnbind(record, new VfioRequest());
-            ThrowIfRefused(record, plan);
-            record = await RunRestoreAsync(record, plan, "detach", cancellationToken);
-        }
-
+        // With a release, dropping the claim is the first change of one journaled operation: a
+        // crash before the device is back on its driver is finished by recovery, never left with
+        // the claim gone and the device still on vfio-pci.
+        record = release is null
+            ? RecordDetachment(record, command.InstanceId)
+            : await RunRestoreAsync(record, release, "detach", cancellationToken,
+                async (attached, steps) =>
+                {
+                    await steps.StepAsync($"drop the claim of {command.InstanceId}", CancellationToken.None);
+                    return RecordDetachment(attached, command.InstanceId);
+                },
+                command.InstanceId);
         return ToDevice(record);
+    }
+
+    /// <summary>Gives a device that is on vfio-pci to the instance, after checking nobody else can reach it.</summary>
+    private DeviceRecord RecordAttachment(DeviceRecord record, AttachCommand command, long? pidStartTime)
+    {
+        if (discovery.GetCurrentDriver(record.PciAddress) != SysfsPaths.VfioPciDriver)
+        {
+            throw new PassthroughException(ErrorCodes.NotBound, $"{record.PciAddress} is not on vfio-pci; it cannot be attached");
+        }
+
+        // Bound earlier, the group may have changed since: a member back on a host driver makes
+        // the group unusable for a VMM (the kernel refuses to hand it over).
+        var blockers = binder.FindGroupBlockers(record.PciAddress, []);
+        if (blockers.Count > 0)
+        {
+            throw VfioErrors.GroupConflict(record.PciAddress, blockers);
+        }
+
+        // Attach comes before the VMM opens the group. A process already holding it that is not
+        // the VMM named here is some other user: handing the device over would give it to two.
+        var strangers = binder.FindHolders([record.PciAddress]).Where(h => h.Pid != command.Pid).ToList();
+        if (strangers.Count > 0)
+        {
+            throw VfioErrors.Held(strangers);
+        }
+
+        return registry.Update(record with
+        {
+            Attachment = new AttachmentRecord
+            {
+                InstanceId = command.InstanceId,
+                Pid = command.Pid,
+                PidStartTime = pidStartTime,
+                AttachedAt = Now(),
+            },
+            UpdatedAt = Now(),
+        });
+    }
+
+    /// <summary>Drops the instance's claim on the device (no kernel change).</summary>
+    private DeviceRecord RecordDetachment(DeviceRecord record, string instanceId)
+    {
+        if (record.Attachment is null)
+        {
+            return record;
+        }
+
+        record = registry.Update(record with { Attachment = null, UpdatedAt = Now() });
+        LogDetached(logger, record.Id, record.PciAddress, instanceId);
+        return record;
     }
 
     private static PassthroughException Validation(string field, string message) =>

@@ -2,7 +2,6 @@ using Microsoft.Extensions.Logging;
 using PciPassthrough.Devices;
 using PciPassthrough.Errors;
 using PciPassthrough.Journal;
-using PciPassthrough.Sysfs;
 using PciPassthrough.Vfio;
 
 namespace PciPassthrough.Registry;
@@ -105,8 +104,7 @@ public sealed partial class DeviceManager
     private async Task<RecoveryAction> RecoverBindAsync(JournalEntry entry, DeviceRecord? record, string where,
         CancellationToken cancellationToken)
     {
-        var finished = entry.Functions.Count > 0 &&
-            entry.Functions.All(f => discovery.GetCurrentDriver(f.PciAddress) == SysfsPaths.VfioPciDriver) &&
+        var finished = entry.BindReachedItsEnd(discovery.GetCurrentDriver, record?.Attachment) &&
             binder.GetVfioGroupPath(entry.Functions[0].PciAddress) is not null;
         if (finished)
         {
@@ -148,6 +146,12 @@ public sealed partial class DeviceManager
     {
         var outcomes = await binder.RestoreAsync(entry.Functions, NoStepJournal.Instance, cancellationToken);
         var notRestored = outcomes.Where(o => !o.Restored).ToList();
+        if (record is not null && entry.Operation == "detach" && record.Attachment is { } claim && claim.InstanceId == entry.InstanceId)
+        {
+            // The detach stopped before it dropped the instance's claim: finish that half too.
+            record = registry.Update(record with { Attachment = null, UpdatedAt = Now() });
+        }
+
         if (notRestored.Count > 0)
         {
             if (record is not null)

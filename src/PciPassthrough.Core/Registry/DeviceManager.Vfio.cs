@@ -325,16 +325,19 @@ public sealed partial class DeviceManager
     /// <summary>
     /// Runs a bind plan: journal first, then the originals into the record (both durable before
     /// the first kernel write), then the steps. A failed step is rolled back; a hung write
-    /// quarantines the device and leaves the journal entry for recovery.
+    /// quarantines the device and leaves the journal entry for recovery. <paramref name="onBound"/>
+    /// (an attach recording its instance) runs once every function is on vfio-pci, still inside
+    /// the journaled operation, so a crash before it lands is undone like any unfinished bind.
     /// </summary>
     private async Task<DeviceRecord> RunBindAsync(DeviceRecord record, OperationPlan plan, string operation,
-        CancellationToken cancellationToken, string? instanceId = null)
+        CancellationToken cancellationToken, string? instanceId = null, Func<DeviceRecord, IStepJournal, Task<DeviceRecord>>? onBound = null)
     {
         _ = cancellationToken; // started operations run to their end (see ResetAsync)
-        return await RunBindCoreAsync(record, plan, operation, instanceId);
+        return await RunBindCoreAsync(record, plan, operation, instanceId, onBound);
     }
 
-    private async Task<DeviceRecord> RunBindCoreAsync(DeviceRecord record, OperationPlan plan, string operation, string? instanceId)
+    private async Task<DeviceRecord> RunBindCoreAsync(DeviceRecord record, OperationPlan plan, string operation, string? instanceId,
+        Func<DeviceRecord, IStepJournal, Task<DeviceRecord>>? onBound)
     {
         var previous = record.Binding;
         var entry = journal.Begin(NewEntry(operation, record, plan.Functions, plan.Group, instanceId) with { StoppedServices = plan.ServicesToStop });
@@ -343,7 +346,8 @@ public sealed partial class DeviceManager
         var settled = new Settled();
         try
         {
-            return await RunBindStepsAsync(record, plan, previous, stepper, settled);
+            record = await RunBindStepsAsync(record, plan, previous, stepper, settled);
+            return onBound is null ? record : await RunOnBoundAsync(record, onBound, stepper, settled);
         }
         finally
         {
@@ -415,29 +419,59 @@ public sealed partial class DeviceManager
         return registry.Find(record.Id) ?? record;
     }
 
+    /// <summary>
+    /// The last part of a bind that goes on (an attach's claim). A refusal ends the operation with
+    /// the device bound and consistent; anything else (a crash, a failed write) leaves the entry
+    /// for recovery, which undoes the bind.
+    /// </summary>
+    private static async Task<DeviceRecord> RunOnBoundAsync(DeviceRecord record,
+        Func<DeviceRecord, IStepJournal, Task<DeviceRecord>> onBound, IStepJournal stepper, Settled settled)
+    {
+        settled.Value = false;
+        try
+        {
+            record = await onBound(record, stepper);
+        }
+        catch (PassthroughException)
+        {
+            settled.Value = true;
+            throw;
+        }
+
+        settled.Value = true;
+        return record;
+    }
+
     /// <summary>Whether an operation reached a state its journal entry may end in.</summary>
     private sealed class Settled
     {
         public bool Value { get; set; }
     }
 
-    /// <summary>Runs a restore plan (unbind, delete, release on detach) under the journal.</summary>
+    /// <summary>
+    /// Runs a restore plan (unbind, delete, release on detach) under the journal.
+    /// <paramref name="first"/> (a detach dropping its instance's claim) changes the record once the
+    /// operation is journaled and before the first kernel write, so recovery finishes both halves.
+    /// </summary>
     private async Task<DeviceRecord> RunRestoreAsync(DeviceRecord record, OperationPlan plan, string operation,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, Func<DeviceRecord, IStepJournal, Task<DeviceRecord>>? first = null, string? instanceId = null)
     {
         if (plan.Functions.Count == 0)
         {
             // Nothing on the host to change; forget a binding the kernel no longer shows.
+            record = first is null ? record : await first(record, NoStepJournal.Instance);
             return record.Binding is null ? record : registry.Update(record with { Binding = null, UpdatedAt = Now() });
         }
 
-        var entry = journal.Begin(NewEntry(operation, record, plan.Functions, plan.Group));
+        var entry = journal.Begin(NewEntry(operation, record, plan.Functions, plan.Group, instanceId));
+        var stepper = new JournalStepper(journal, entry);
+        record = first is null ? record : await first(record, stepper);
         var onVfioBefore = plan.Functions.Where(f => discovery.GetCurrentDriver(f.PciAddress) == SysfsPaths.VfioPciDriver)
             .Select(f => f.PciAddress).ToHashSet();
         IReadOnlyList<RestoreOutcome> outcomes;
         try
         {
-            outcomes = await binder.RestoreAsync(plan.Functions, new JournalStepper(journal, entry), CancellationToken.None);
+            outcomes = await binder.RestoreAsync(plan.Functions, stepper, CancellationToken.None);
         }
         catch (KernelWriteTimeoutException)
         {
@@ -463,7 +497,7 @@ public sealed partial class DeviceManager
         {
             try
             {
-                await binder.BindAsync([outcome.PciAddress], new JournalStepper(journal, entry), CancellationToken.None);
+                await binder.BindAsync([outcome.PciAddress], stepper, CancellationToken.None);
                 parked.Add(outcome.PciAddress);
             }
             catch (VfioStepException e)

@@ -46,7 +46,7 @@ public sealed class CrashCases(CaseContext context)
     }
 
     [KernelCase("crash_during_detach_release", Order = 150,
-        Description = "kill -9 once a detach with release: true of 0000:00:02.0 journals step 2 (unbind from vfio-pci); after restart it is back on e1000e")]
+        Description = "kill -9 once a detach with release: true of 0000:00:02.0 journals step 3 (unbind from vfio-pci); after restart it is back on e1000e")]
     public async Task CrashDuringDetachRelease()
     {
         const string device = Topology.Solo;
@@ -54,12 +54,44 @@ public sealed class CrashCases(CaseContext context)
         var id = await context.Api.RegisterAsync(device);
         (await context.Api.AttachAsync(id, "vm-leaving", vmm.Id)).Expect(200);
         KernelChecks.OnVfio(context.Kernel, device, "after attach");
-        await KillAtStepAsync("detach", 2, () => context.Api.DetachAsync(id, "vm-leaving", release: true));
+        await KillAtStepAsync("detach", 3, () => context.Api.DetachAsync(id, "vm-leaving", release: true));
         var after = await RestartAndCheckAsync(id, device, "detach");
         Expect.Equal(null, after.TextOrNull("attached_to"), "attached_to after the interrupted detach");
         // The detach was asked to release the device: finishing it is the only consistent end.
         KernelChecks.OnHostDriver(context.Kernel, device, "after the interrupted detach was recovered");
         Expect.Equal(false, after.Bool("bound_to_vfio"), "bound_to_vfio after the interrupted detach");
+    }
+
+    [KernelCase("crash_during_attach_at_claim_step", Order = 145,
+        Description = "kill -9 once the attach of 0000:00:02.0 journals step 4 (record the attachment, the device already on vfio-pci); after restart it is attached and bound, or neither: never bound for nobody")]
+    public async Task CrashDuringAttachAtClaimStep()
+    {
+        const string device = Topology.Solo;
+        var vmm = context.StartSleeper();
+        var id = await context.Api.RegisterAsync(device);
+        await KillAtStepAsync("attach", 4, () => context.Api.AttachAsync(id, "vm-claim", vmm.Id));
+        var after = await RestartAndCheckAsync(id, device, "attach");
+        var attachedTo = after.TextOrNull("attached_to");
+        Expect.True(attachedTo is null ? !after.Bool("bound_to_vfio") : attachedTo == "vm-claim" && after.Bool("bound_to_vfio"),
+            $"after the interrupted attach the device is attached to {attachedTo ?? "nobody"} with bound_to_vfio={after.Bool("bound_to_vfio")}");
+
+        (await context.Api.AttachAsync(id, "vm-claim", vmm.Id)).Expect(200);
+        (await context.Api.DetachAsync(id, "vm-claim", release: true)).Expect(200);
+        KernelChecks.OnHostDriver(context.Kernel, device, "after the retried attach and a detach with release");
+    }
+
+    [KernelCase("crash_during_detach_at_claim_step", Order = 155,
+        Description = "kill -9 once a detach with release: true of 0000:00:02.0 journals step 1 (drop the claim); after restart it is unattached and back on e1000e")]
+    public async Task CrashDuringDetachAtClaimStep()
+    {
+        const string device = Topology.Solo;
+        var vmm = context.StartSleeper();
+        var id = await context.Api.RegisterAsync(device);
+        (await context.Api.AttachAsync(id, "vm-claim", vmm.Id)).Expect(200);
+        await KillAtStepAsync("detach", 1, () => context.Api.DetachAsync(id, "vm-claim", release: true));
+        var after = await RestartAndCheckAsync(id, device, "detach");
+        Expect.Equal(null, after.TextOrNull("attached_to"), "attached_to after the interrupted detach");
+        KernelChecks.OnHostDriver(context.Kernel, device, "after the interrupted detach was recovered");
     }
 
     [KernelCase("crash_during_group_bind", Order = 135,

@@ -56,6 +56,7 @@ public sealed class DeviceManagerLifecycleCrashRecoveryTests
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
+    [InlineData(4)]
     public async Task AttachAsync_CrashBeforeStep_StartupReconcileRollsBackAndNeverRecordsTheAttachment(int step)
     {
         var crash = new ThrowingCrashPoint("attach", step);
@@ -84,13 +85,13 @@ public sealed class DeviceManagerLifecycleCrashRecoveryTests
     [Fact]
     public async Task AttachAsync_CrashPointPastTheLastStep_NeverFires()
     {
-        var crash = new ThrowingCrashPoint("attach", 4);
+        var crash = new ThrowingCrashPoint("attach", 5);
         using var host = new SimulatedHost(crashPoint: crash);
         var device = await RegisterAsync(host, Nvme);
 
         var attached = await host.Manager.AttachAsync(device.Id, new AttachCommand("vm-1"));
 
-        // So steps 1-3 above are every journaled step of this attach.
+        // So steps 1-4 above are every journaled step of this attach.
         Assert.False(crash.Fired);
         Assert.Equal(DeviceState.Attached, attached.State);
     }
@@ -102,6 +103,7 @@ public sealed class DeviceManagerLifecycleCrashRecoveryTests
     [InlineData(4)]
     [InlineData(5)]
     [InlineData(6)]
+    [InlineData(7)]
     public async Task AttachAsync_GroupBindCrashBeforeStep_StartupReconcileRollsBackEveryFunction(int step)
     {
         var crash = new ThrowingCrashPoint("attach", step);
@@ -127,7 +129,7 @@ public sealed class DeviceManagerLifecycleCrashRecoveryTests
     [Fact]
     public async Task AttachAsync_GroupBindCrashPointPastTheLastStep_NeverFires()
     {
-        var crash = new ThrowingCrashPoint("attach", 7);
+        var crash = new ThrowingCrashPoint("attach", 8);
         using var host = new SimulatedHost(crashPoint: crash);
         var device = await RegisterAsync(host, Gpu);
 
@@ -140,6 +142,7 @@ public sealed class DeviceManagerLifecycleCrashRecoveryTests
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
+    [InlineData(4)]
     public async Task DetachAsync_ReleaseCrashBeforeStep_StartupReconcileFinishesTheRelease(int step)
     {
         var crash = new ThrowingCrashPoint("detach", step);
@@ -169,7 +172,7 @@ public sealed class DeviceManagerLifecycleCrashRecoveryTests
     [Fact]
     public async Task DetachAsync_ReleaseCrashPointPastTheLastStep_NeverFires()
     {
-        var crash = new ThrowingCrashPoint("detach", 4);
+        var crash = new ThrowingCrashPoint("detach", 5);
         using var host = new SimulatedHost(crashPoint: crash);
         var device = await RegisterAsync(host, Nvme);
         await host.Manager.AttachAsync(device.Id, new AttachCommand("vm-1"));
@@ -187,6 +190,7 @@ public sealed class DeviceManagerLifecycleCrashRecoveryTests
     [InlineData(4)]
     [InlineData(5)]
     [InlineData(6)]
+    [InlineData(7)]
     public async Task DetachAsync_GroupReleaseCrashBeforeStep_StartupReconcileReturnsEveryFunction(int step)
     {
         var crash = new ThrowingCrashPoint("detach", step);
@@ -214,7 +218,7 @@ public sealed class DeviceManagerLifecycleCrashRecoveryTests
     [Fact]
     public async Task DetachAsync_GroupReleaseCrashPointPastTheLastStep_NeverFires()
     {
-        var crash = new ThrowingCrashPoint("detach", 7);
+        var crash = new ThrowingCrashPoint("detach", 8);
         using var host = new SimulatedHost(crashPoint: crash);
         var manager = Manager(host, GroupBindOnAttach());
         var device = await RegisterAsync(host, Gpu);

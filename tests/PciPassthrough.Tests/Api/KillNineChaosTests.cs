@@ -35,7 +35,7 @@ public sealed class KillNineChaosTests(ITestOutputHelper output) : IDisposable
 
     private static readonly string[] Instances = ["vm-a", "vm-b"];
 
-    private readonly ScratchDirectory _dir = new("pcipt-chaos");
+    private readonly TempDirectory _dir = new("pcipt-chaos");
     private readonly List<DaemonProcess> _daemons = [];
 
     public void Dispose()

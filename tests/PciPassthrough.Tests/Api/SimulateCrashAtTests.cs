@@ -13,7 +13,7 @@ public sealed class SimulateCrashAtTests : IDisposable
 {
     private const string Nvme = "0000:3b:00.0";
 
-    private readonly ScratchDirectory _dir = new("pcipt-crashat");
+    private readonly TempDirectory _dir = new("pcipt-crashat");
     private readonly HostTree _tree;
     private readonly List<DaemonProcess> _started = [];
 

@@ -15,12 +15,12 @@ namespace PciPassthrough.Daemon.Api.Tests;
 /// </summary>
 internal sealed class VfioApiHost : IAsyncDisposable
 {
-    private readonly ScratchDirectory _dir;
+    private readonly TempDirectory _dir;
 
     public VfioApiHost(IReadOnlyDictionary<string, string?>? settings = null, Action<string>? prepareTree = null,
         IReadOnlyDictionary<string, string[]>? faults = null)
     {
-        _dir = new ScratchDirectory("pcipt-api");
+        _dir = new TempDirectory("pcipt-api");
         var root = _dir.Combine("host");
         GpuServerFixture.WriteTo(root);
         prepareTree?.Invoke(root);

@@ -10,7 +10,7 @@ namespace PciPassthrough.Journal.Tests;
 
 public sealed class OperationJournalTests : IDisposable
 {
-    private readonly ScratchDirectory _dir = new("pcipt-journal");
+    private readonly TempDirectory _dir = new("pcipt-journal");
     private readonly StateDirectory _state;
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 1, 2, 3, 4, 5, TimeSpan.Zero));
 

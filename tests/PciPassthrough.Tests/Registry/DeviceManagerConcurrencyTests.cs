@@ -2,6 +2,7 @@ using PciPassthrough.Errors;
 using PciPassthrough.Journal.Tests;
 using PciPassthrough.Simulation;
 using PciPassthrough.Simulation.Tests;
+using PciPassthrough.Tests.TestDoubles;
 using static PciPassthrough.Registry.Tests.VfioHosts;
 
 namespace PciPassthrough.Registry.Tests;
@@ -9,7 +10,7 @@ namespace PciPassthrough.Registry.Tests;
 /// <summary>Operations on one IOMMU group queue up; operations on different groups do not wait for each other.</summary>
 public sealed class DeviceManagerConcurrencyTests : IDisposable
 {
-    private readonly ScratchDirectory _dir = new("pcipt-concurrency");
+    private readonly TempDirectory _dir = new("pcipt-concurrency");
 
     public void Dispose() => _dir.Dispose();
 

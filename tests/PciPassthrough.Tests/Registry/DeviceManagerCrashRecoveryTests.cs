@@ -11,7 +11,7 @@ namespace PciPassthrough.Registry.Tests;
 /// </summary>
 public sealed class DeviceManagerCrashRecoveryTests : IDisposable
 {
-    private readonly ScratchDirectory _dir = new("pcipt-crash");
+    private readonly TempDirectory _dir = new("pcipt-crash");
 
     public void Dispose() => _dir.Dispose();
 

@@ -11,7 +11,7 @@ namespace PciPassthrough.Registry.Tests;
 /// <summary>A dry run returns the plan the real operation would run, and writes nothing at all.</summary>
 public sealed class DeviceManagerDryRunTests : IDisposable
 {
-    private readonly ScratchDirectory _dir = new("pcipt-dryrun");
+    private readonly TempDirectory _dir = new("pcipt-dryrun");
     private readonly RecordingCrashPoint _recorder = new();
     private readonly SimulatedHost _host;
     private readonly HostTree _tree;

@@ -13,7 +13,7 @@ public sealed class DeviceManagerRollbackTests : IDisposable
     // A refused probe is only noticed once the verify poll gives up, after this long.
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(1);
 
-    private readonly ScratchDirectory _dir = new("pcipt-rollback");
+    private readonly TempDirectory _dir = new("pcipt-rollback");
 
     public void Dispose() => _dir.Dispose();
 

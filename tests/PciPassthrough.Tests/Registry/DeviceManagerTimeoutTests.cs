@@ -14,7 +14,7 @@ namespace PciPassthrough.Registry.Tests;
 /// </summary>
 public sealed class DeviceManagerTimeoutTests : IDisposable
 {
-    private readonly ScratchDirectory _dir = new("pcipt-timeout");
+    private readonly TempDirectory _dir = new("pcipt-timeout");
     private readonly SimulatedHost _host;
     private readonly HostTree _tree;
 

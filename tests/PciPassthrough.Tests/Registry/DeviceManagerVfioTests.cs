@@ -12,7 +12,7 @@ namespace PciPassthrough.Registry.Tests;
 /// <summary>Bind, unbind, delete and reset through the device manager over the simulated GPU server.</summary>
 public sealed class DeviceManagerVfioTests : IDisposable
 {
-    private readonly ScratchDirectory _dir = new("pcipt-manager");
+    private readonly TempDirectory _dir = new("pcipt-manager");
     private readonly RecordingCrashPoint _recorder = new();
     private readonly SimulatedHost _host;
     private readonly HostTree _tree;
@@ -231,7 +231,7 @@ public sealed class DeviceManagerVfioTests : IDisposable
     [Fact]
     public async Task BindToVfio_HostWithoutVfioPci_VfioNotAvailableListingWhatIsMissing()
     {
-        using var dir = new ScratchDirectory("pcipt-novfio");
+        using var dir = new TempDirectory("pcipt-novfio");
         var root = dir.Combine("host");
         GpuServerFixture.WriteTo(root);
         Directory.Delete(Path.Combine(root, "sys/bus/pci/drivers/vfio-pci"), recursive: true);
@@ -270,7 +270,7 @@ public sealed class DeviceManagerVfioTests : IDisposable
     [Fact]
     public async Task BindToVfio_ProcessHoldsTheDeviceWithForce_GoesAheadAndFinishesOnceItExits()
     {
-        using var dir = new ScratchDirectory("pcipt-force");
+        using var dir = new TempDirectory("pcipt-force");
         using var host = Create(dir, timeout: TimeSpan.FromSeconds(20));
         var tree = new HostTree(host.HostRoot);
         // nvidia's unbind waits for /dev/nvidia* to be closed (nvme's would not wait).
@@ -397,7 +397,7 @@ public sealed class DeviceManagerVfioTests : IDisposable
     [Fact]
     public async Task Reset_WithMethod_SelectsItForThisResetAndRestoresTheMethodsAfter()
     {
-        using var dir = new ScratchDirectory("pcipt-reset");
+        using var dir = new TempDirectory("pcipt-reset");
         using var host = new InterceptedHost(HostRoot(dir), dir.Combine("state"), TimeSpan.FromSeconds(5));
         var device = await host.RegisterAsync(Nvme);
 

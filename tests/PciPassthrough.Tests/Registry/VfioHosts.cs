@@ -30,7 +30,7 @@ internal static class VfioHosts
     public static PciAddress A(string address) => PciAddress.Parse(address);
 
     /// <summary>The fixture tree in <c>dir/host</c> (written once) and the state in <c>dir/state</c>.</summary>
-    public static string HostRoot(ScratchDirectory dir)
+    public static string HostRoot(TempDirectory dir)
     {
         var root = dir.Combine("host");
         if (!Directory.Exists(root))
@@ -41,7 +41,7 @@ internal static class VfioHosts
         return root;
     }
 
-    public static SimulatedHost Create(ScratchDirectory dir, TimeSpan? timeout = null, ICrashPoint? crashPoint = null,
+    public static SimulatedHost Create(TempDirectory dir, TimeSpan? timeout = null, ICrashPoint? crashPoint = null,
         IReadOnlyDictionary<PciAddress, IReadOnlyList<SimulatedFault>>? faults = null) =>
         new(HostRoot(dir), dir.Combine("state"), timeout ?? TimeSpan.FromSeconds(5), crashPoint, faults);
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using PciPassthrough.Devices;
 using PciPassthrough.Sysfs;
+using PciPassthrough.Tests.TestDoubles;
 
 namespace PciPassthrough.Simulation.Tests;
 
@@ -18,7 +19,7 @@ public sealed class SimulatedKernelTests : IDisposable
     private const string HostBridge = "0000:00:00.0";
     private const string Smbus = "0000:00:1f.4";
 
-    private readonly ScratchDirectory _dir = new("pcipt-simkernel");
+    private readonly TempDirectory _dir = new("pcipt-simkernel");
     private readonly HostTree _tree;
     private readonly SimulatedKernel _kernel;
 
@@ -272,7 +273,7 @@ public sealed class SimulatedKernelTests : IDisposable
     [Fact]
     public void Write_VfioPciBindDeviceWithoutIommuGroup_FailsEinvalAndLeavesItDriverless()
     {
-        using var dir = new ScratchDirectory("pcipt-noiommu");
+        using var dir = new TempDirectory("pcipt-noiommu");
         new SysfsTreeBuilder(dir.Path)
             .WithDriver("vfio-pci")
             .AddDevice(new SimulatedDeviceSpec

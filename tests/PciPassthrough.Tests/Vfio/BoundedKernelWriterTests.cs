@@ -5,6 +5,7 @@ using PciPassthrough.Devices;
 using PciPassthrough.Simulation;
 using PciPassthrough.Simulation.Tests;
 using PciPassthrough.Sysfs;
+using PciPassthrough.Tests.TestDoubles;
 
 namespace PciPassthrough.Vfio.Tests;
 
@@ -19,7 +20,7 @@ public sealed class BoundedKernelWriterTests : IDisposable
         ["0000:5e:00.1"] = "i40e",
     };
 
-    private readonly ScratchDirectory _dir = new("pcipt-writer");
+    private readonly TempDirectory _dir = new("pcipt-writer");
     private readonly HostTree _tree;
     private readonly SimulatedKernel _kernel;
     private readonly InterceptingSysfs _sysfs;

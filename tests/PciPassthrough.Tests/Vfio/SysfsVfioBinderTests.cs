@@ -9,6 +9,7 @@ using PciPassthrough.Registry;
 using PciPassthrough.Simulation;
 using PciPassthrough.Simulation.Tests;
 using PciPassthrough.Sysfs;
+using PciPassthrough.Tests.TestDoubles;
 
 namespace PciPassthrough.Vfio.Tests;
 
@@ -22,7 +23,7 @@ public sealed class SysfsVfioBinderTests : IDisposable
     private const string I210 = "0000:04:00.0";
     private const string AspeedBridge = "0000:02:00.0";
 
-    private readonly ScratchDirectory _dir = new("pcipt-binder");
+    private readonly TempDirectory _dir = new("pcipt-binder");
     private readonly HostTree _tree;
     private readonly SimulatedKernel _kernel;
     private readonly InterceptingSysfs _writes;
@@ -113,7 +114,7 @@ public sealed class SysfsVfioBinderTests : IDisposable
     [Fact]
     public void CheckVfioAvailable_HostWithoutIommuOrVfio_ReportsEverythingMissing()
     {
-        using var dir = new ScratchDirectory("pcipt-novfio");
+        using var dir = new TempDirectory("pcipt-novfio");
         new SysfsTreeBuilder(dir.Path).AddDevice(new SimulatedDeviceSpec
         {
             Address = A("0000:00:03.0"), VendorId = 0x8086, DeviceId = 0x10d3, ClassCode = 0x020000, Driver = "e1000e",
